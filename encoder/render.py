@@ -1,0 +1,397 @@
+"""MIDI -> mono float32 audio clips, synthesised with FluidSynth through pyfluidsynth.
+
+Only the clip windows are rendered, never whole tracks: for each window the notes that
+sound in it (and the controller and pitch-bend state at its start) are played into one
+long-lived FluidSynth instance per process, so a build renders
+``clips_per_track x clip_seconds`` of audio per file whatever the piece's length.
+
+Hostile input is bounded before anything heavy runs: file size, message count, note count,
+length of the piece and rendering wall time are capped (see the ``MAX_*`` constants); each
+violation is an :class:`~.errors.InvalidMidiError` or :class:`~.errors.SynthesisError`
+naming the file and the limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import FeatureConfig
+from .errors import DependencyError, InvalidMidiError, SynthesisError
+
+if TYPE_CHECKING:
+    import pretty_midi
+
+#: Limits that keep a hostile or broken file from hanging or exhausting the machine.
+MAX_FILE_BYTES = 32 * 1024 * 1024
+MAX_MESSAGES = 2_000_000
+MAX_NOTES = 500_000
+MAX_SECONDS = 3 * 3600.0
+MAX_RENDER_SECONDS = 60.0  # wall-clock budget for rendering one file's clips
+
+#: Controllers whose state matters to the sound of a mono rendering.
+_CONTROLLERS = frozenset({1, 7, 11, 64, 66, 67})
+_DRUM_CHANNEL = 9
+
+_SOUNDFONT_DIRS = (
+    "/usr/share/sounds/sf2",
+    "/usr/share/soundfonts",
+    "/usr/local/share/soundfonts",
+    "/opt/homebrew/share/soundfonts",
+    "/opt/homebrew/share/fluid-synth",
+    "/usr/local/share/fluid-synth",
+)
+_PREFERRED_SF2 = ("FluidR3_GM.sf2", "default-GM.sf2", "default.sf2")
+
+INSTALL_HINT = (
+    "install the FluidSynth library: 'sudo apt-get install libfluidsynth3' on Debian/Ubuntu, "
+    "'brew install fluid-synth' on macOS, 'conda install -c conda-forge fluidsynth' elsewhere"
+)
+
+
+# --------------------------------------------------------------------------- SoundFont
+
+
+@dataclass(frozen=True)
+class SoundFont:
+    """A SoundFont file and its content hash (recorded in the index manifest)."""
+
+    path: Path
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "path": str(self.path), "sha256": self.sha256}
+
+
+@lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (memoised per process on path, size and mtime)."""
+    st = os.stat(path)
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+def bundled_soundfont() -> Path:
+    """The TimGM6mb SoundFont that pretty_midi ships (6 MB, General MIDI)."""
+    import pretty_midi
+
+    return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+
+
+def soundfont_candidates() -> list[Path]:
+    """The places searched for a SoundFont when none is given, in order."""
+    out: list[Path] = []
+    for d in _SOUNDFONT_DIRS:
+        p = Path(d)
+        if p.is_dir():
+            found = sorted(p.glob("*.sf2"))
+            out += sorted(
+                found,
+                key=lambda q: (
+                    q.name not in _PREFERRED_SF2,
+                    _PREFERRED_SF2.index(q.name) if q.name in _PREFERRED_SF2 else 0,
+                    q.name,
+                ),
+            )
+    out.append(Path.home() / ".fluidsynth" / "default_sound_font.sf2")
+    return out
+
+
+def find_soundfont(explicit: str | Path | None = None) -> SoundFont:
+    """Resolve the SoundFont: ``explicit``, else ``$MUSICIDX_SOUNDFONT``, else the usual system
+    places (:func:`soundfont_candidates`), else the TimGM6mb SoundFont shipped in pretty_midi."""
+    chosen: Path | None = None
+    for given, origin in (
+        (explicit, "--soundfont"),
+        (os.environ.get("MUSICIDX_SOUNDFONT") or None, "$MUSICIDX_SOUNDFONT"),
+    ):
+        if given is not None:
+            p = Path(given).expanduser()
+            if not p.is_file():
+                raise DependencyError(f"SoundFont given by {origin} does not exist", path=p)
+            chosen = p
+            break
+    if chosen is None:
+        chosen = next((p for p in soundfont_candidates() if p.is_file()), None)
+    if chosen is None:
+        chosen = bundled_soundfont()
+        if not chosen.is_file():
+            raise DependencyError(
+                "no SoundFont found; pass --soundfont or set MUSICIDX_SOUNDFONT "
+                "(Debian: 'sudo apt-get install fluid-soundfont-gm')"
+            )
+    with open(chosen, "rb") as f:
+        if f.read(4) != b"RIFF":
+            raise DependencyError("not a SoundFont (no RIFF header); pass another with --soundfont", path=chosen)
+    return SoundFont(chosen.resolve(), file_sha256(chosen))
+
+
+# --------------------------------------------------------------------------- MIDI
+
+
+def load_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
+    """Parse a MIDI file with the safety limits applied; raise :class:`InvalidMidiError`."""
+    import mido
+    import pretty_midi
+
+    p = Path(path)
+    if p.is_dir():
+        raise InvalidMidiError("is a directory, not a MIDI file", path=p)
+    try:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InvalidMidiError(
+                f"file is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit", path=p
+            )
+        data = p.read_bytes()
+    except OSError as e:
+        raise InvalidMidiError(f"cannot read file ({e.strerror or e})", path=p) from e
+    if not data:
+        raise InvalidMidiError("file is empty (0 bytes)", path=p)
+    if data[:4] != b"MThd":
+        raise InvalidMidiError("not a MIDI file (no 'MThd' header)", path=p)
+    try:
+        mf = mido.MidiFile(file=io.BytesIO(data), charset="latin1", clip=True)
+    except Exception as e:  # mido raises a zoo of types on corrupt data
+        raise InvalidMidiError(f"corrupt MIDI data ({type(e).__name__}: {e})", path=p) from e
+    n_msgs = sum(len(t) for t in mf.tracks)
+    if n_msgs > MAX_MESSAGES:
+        raise InvalidMidiError(f"{n_msgs} MIDI messages, over the {MAX_MESSAGES} limit", path=p)
+    if mf.type == 2:
+        raise InvalidMidiError("type-2 MIDI (independent sequences) is not supported", path=p)
+    try:
+        with warnings.catch_warnings():  # pretty_midi warns on tempo events off track 0
+            warnings.simplefilter("ignore")
+            pm = pretty_midi.PrettyMIDI(mido_object=mf)
+    except Exception as e:
+        raise InvalidMidiError(f"corrupt MIDI data ({type(e).__name__}: {e})", path=p) from e
+    n_notes = sum(len(i.notes) for i in pm.instruments)
+    if n_notes == 0:
+        raise InvalidMidiError("contains no notes", path=p)
+    if n_notes > MAX_NOTES:
+        raise InvalidMidiError(f"{n_notes} notes, over the {MAX_NOTES} limit", path=p)
+    end = pm.get_end_time()
+    if not np.isfinite(end) or end > MAX_SECONDS:
+        raise InvalidMidiError(f"lasts {end / 3600:.1f} h, over the {MAX_SECONDS / 3600:.0f} h limit", path=p)
+    return pm
+
+
+def sounding_span(pm: pretty_midi.PrettyMIDI) -> tuple[float, float]:
+    """First note onset and last note offset, in seconds."""
+    starts = [n.start for i in pm.instruments for n in i.notes]
+    ends = [n.end for i in pm.instruments for n in i.notes]
+    return float(min(starts)), float(max(ends))
+
+
+def clip_starts(pm: pretty_midi.PrettyMIDI, cfg: FeatureConfig) -> np.ndarray:
+    """Deterministic window starts spread evenly over the sounding part of the piece.
+
+    A piece shorter than one clip gets one window (padded with silence when rendered);
+    windows of a short piece overlap by at most ``1 - min_clip_hop_seconds/clip_seconds``.
+    """
+    first, last = sounding_span(pm)
+    span = last - first
+    if span <= cfg.clip_seconds:
+        return np.array([first])
+    n = min(cfg.clips_per_track, 1 + int((span - cfg.clip_seconds) // cfg.min_clip_hop_seconds))
+    return np.linspace(first, last - cfg.clip_seconds, max(n, 1))
+
+
+# --------------------------------------------------------------------------- synthesis
+
+
+def _import_fluidsynth() -> Any:
+    try:
+        import fluidsynth
+    except ImportError as e:  # pyfluidsynth raises ImportError when the shared library is missing
+        raise DependencyError(f"cannot load FluidSynth ({e}); {INSTALL_HINT}") from e
+    except OSError as e:
+        raise DependencyError(f"cannot load FluidSynth ({e}); {INSTALL_HINT}") from e
+    lib = getattr(fluidsynth, "_fl", None)
+    set_log = getattr(lib, "fluid_set_log_function", None)
+    if set_log is not None:  # keep FluidSynth's own messages (incl. "panic") off stdout/stderr
+        for level in range(5):
+            set_log(level, None, None)
+    return fluidsynth
+
+
+class Synth:
+    """One FluidSynth instance with a SoundFont loaded, reused for every clip of a process."""
+
+    def __init__(self, soundfont: SoundFont, sample_rate: int) -> None:
+        fluidsynth = _import_fluidsynth()
+        self.sample_rate = sample_rate
+        self._fs = fluidsynth.Synth(
+            gain=0.5,
+            samplerate=float(sample_rate),
+            **{"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1},
+        )
+        self._sfid = self._fs.sfload(str(soundfont.path))
+        if self._sfid == -1:
+            raise DependencyError(
+                "FluidSynth cannot load this SoundFont; pass another with --soundfont", path=soundfont.path
+            )
+
+    def _reset(self) -> None:
+        for ch in range(16):
+            self._fs.all_sounds_off(ch)
+            self._fs.cc(ch, 121, 0)  # reset all controllers
+            self._fs.cc(ch, 7, 100)
+            self._fs.cc(ch, 11, 127)
+            self._fs.pitch_bend(ch, 0)
+
+    def render_window(self, pm: pretty_midi.PrettyMIDI, start: float, cfg: FeatureConfig) -> np.ndarray:
+        """Render ``[start, start + clip_seconds)`` of ``pm`` as mono float32 in [-1, 1]."""
+        sr = cfg.sample_rate
+        t0 = max(0.0, start - cfg.preroll_seconds)
+        t1 = start + cfg.clip_seconds
+        events = _window_events(pm, t0, t1)
+        self._reset()
+        programs_set: dict[int, tuple[int, int]] = {}
+        chunks: list[np.ndarray] = []
+        cursor = 0
+        total = int(round((t1 - t0) * sr))
+        for t, _order, kind, ch, a, b in events:
+            pos = min(total, int(round((t - t0) * sr)))
+            if pos > cursor:
+                chunks.append(self._fs.get_samples(pos - cursor))
+                cursor = pos
+            if kind == "program":
+                if programs_set.get(ch) != (a, b):
+                    self._fs.program_select(ch, self._sfid, a, b)
+                    programs_set[ch] = (a, b)
+            elif kind == "on":
+                self._fs.noteon(ch, a, b)
+            elif kind == "off":
+                self._fs.noteoff(ch, a)
+            elif kind == "cc":
+                self._fs.cc(ch, a, b)
+            elif kind == "bend":
+                self._fs.pitch_bend(ch, a)
+        if total > cursor:
+            chunks.append(self._fs.get_samples(total - cursor))
+        stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2)
+        mono = stereo.mean(axis=1) / 32768.0
+        skip = int(round((start - t0) * sr))
+        clip = mono[skip : skip + cfg.clip_samples]
+        if len(clip) < cfg.clip_samples:
+            clip = np.pad(clip, (0, cfg.clip_samples - len(clip)))
+        return clip.astype(np.float32, copy=False)
+
+
+def _channels(pm: pretty_midi.PrettyMIDI) -> list[int]:
+    """A MIDI channel per instrument: drums on 9, melodic programs on the others in turn."""
+    out, melodic = [], [c for c in range(16) if c != _DRUM_CHANNEL]
+    by_program: dict[int, int] = {}
+    for inst in pm.instruments:
+        if inst.is_drum:
+            out.append(_DRUM_CHANNEL)
+            continue
+        if inst.program not in by_program:
+            by_program[inst.program] = melodic[len(by_program) % len(melodic)]
+        out.append(by_program[inst.program])
+    return out
+
+
+def _window_events(pm: pretty_midi.PrettyMIDI, t0: float, t1: float) -> list[tuple[float, int, str, int, int, int]]:
+    """The events that make ``[t0, t1)`` sound as in the whole piece, sorted in time.
+
+    Each event is ``(time, order, kind, channel, a, b)``; at equal times program changes
+    come first, then controllers, note-offs and note-ons.
+    """
+    ev: list[tuple[float, int, str, int, int, int]] = []
+    for inst, ch in zip(pm.instruments, _channels(pm)):
+        bank = 128 if inst.is_drum else 0
+        ev.append((t0, 0, "program", ch, bank, 0 if inst.is_drum else inst.program))
+        state: dict[int, int] = {}
+        for c in inst.control_changes:
+            if c.number not in _CONTROLLERS:
+                continue
+            if c.time <= t0:
+                state[c.number] = c.value
+            elif c.time < t1:
+                ev.append((c.time, 1, "cc", ch, c.number, c.value))
+        for num, val in state.items():
+            ev.append((t0, 1, "cc", ch, num, val))
+        bend = None
+        for pb in inst.pitch_bends:
+            if pb.time <= t0:
+                bend = pb.pitch
+            elif pb.time < t1:
+                ev.append((pb.time, 1, "bend", ch, pb.pitch, 0))
+        if bend is not None:
+            ev.append((t0, 1, "bend", ch, bend, 0))
+        for n in inst.notes:
+            if n.end <= t0 or n.start >= t1:
+                continue
+            ev.append((max(n.start, t0), 3, "on", ch, n.pitch, max(1, min(127, n.velocity))))
+            if n.end < t1:
+                ev.append((n.end, 2, "off", ch, n.pitch, 0))
+    ev.sort(key=lambda e: (e[0], e[1]))
+    return ev
+
+
+_SYNTHS: dict[tuple[str, int], Synth] = {}
+
+
+def get_synth(soundfont: SoundFont, sample_rate: int) -> Synth:
+    """The process's synthesiser for this SoundFont and rate (created on first use)."""
+    key = (soundfont.sha256, sample_rate)
+    if key not in _SYNTHS:
+        _SYNTHS[key] = Synth(soundfont, sample_rate)
+    return _SYNTHS[key]
+
+
+@dataclass(frozen=True)
+class RenderedClips:
+    """The audible clips of one file: ``audio[i]`` starts at ``starts[i]`` seconds."""
+
+    audio: np.ndarray  # (n_clips, clip_samples) float32
+    starts: np.ndarray  # (n_clips,) float64, seconds
+    duration: float  # seconds of the whole piece
+    rendered_seconds: float  # audio synthesised, preroll included
+
+
+def render_clips(
+    pm: pretty_midi.PrettyMIDI,
+    *,
+    cfg: FeatureConfig,
+    soundfont: SoundFont,
+    path: str | Path | None = None,
+) -> RenderedClips:
+    """Render the clip windows of ``pm``; silent windows are dropped, all-silent is an error."""
+    synth = get_synth(soundfont, cfg.sample_rate)
+    began = time.monotonic()
+    clips, kept = [], []
+    rendered = 0.0
+    for s in clip_starts(pm, cfg):
+        audio = synth.render_window(pm, float(s), cfg)
+        rendered += cfg.clip_seconds + min(cfg.preroll_seconds, float(s))
+        if float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) >= cfg.silence_rms:
+            clips.append(audio)
+            kept.append(float(s))
+        if time.monotonic() - began > MAX_RENDER_SECONDS:
+            raise SynthesisError(f"rendering took over the {MAX_RENDER_SECONDS:.0f} s limit", path=path)
+    if not clips:
+        raise SynthesisError("renders to silence (are its instruments missing from the SoundFont?)", path=path)
+    return RenderedClips(np.stack(clips), np.asarray(kept), float(pm.get_end_time()), rendered)

@@ -1,0 +1,246 @@
+"""Triplet training of the encoder: P x K batches, online mining, augmentation, best epoch kept.
+
+Everything here works on precomputed log-CQT clips held in memory; rendering and caching
+live in :mod:`musicidx.indexer`.  Training is seeded: the same inputs and seed give the same
+weights (torch runs deterministic kernels on the CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .config import FeatureConfig, ModelConfig, TrainConfig
+from .model import Encoder, embed
+
+
+@dataclass
+class TrainingData:
+    """Clips in memory: ``feats[i]`` belongs to track ``track[i]`` of composer ``label[i]``."""
+
+    feats: np.ndarray  # (n_clips, n_bins, frames) float32 or float16
+    label: np.ndarray  # (n_clips,) int
+    track: np.ndarray  # (n_clips,) int
+
+    def __post_init__(self) -> None:
+        if not (len(self.feats) == len(self.label) == len(self.track)):
+            raise ValueError("feats, label and track must have the same length")
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    active_triplets: float  # share of anchors whose triplet loss was > 0
+    val_accuracy: float | None
+    val_balanced_accuracy: float | None
+
+
+@dataclass
+class TrainResult:
+    model: Encoder
+    best_epoch: int
+    history: list[EpochStats] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        best = next((h for h in self.history if h.epoch == self.best_epoch), None)
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "val_accuracy": None if best is None else best.val_accuracy,
+            "val_balanced_accuracy": None if best is None else best.val_balanced_accuracy,
+            "final_loss": self.history[-1].loss if self.history else None,
+        }
+
+
+class PKSampler:
+    """Batches of every composer (P) x ``K`` clips, the K clips drawn from different tracks
+    where the composer has enough of them."""
+
+    def __init__(self, label: np.ndarray, track: np.ndarray, k: int, rng: np.random.Generator) -> None:
+        self.k = k
+        self.rng = rng
+        self.tracks_of: dict[int, np.ndarray] = {}
+        self.clips_of: dict[int, np.ndarray] = {}
+        for c in np.unique(label):
+            self.tracks_of[int(c)] = np.unique(track[label == c])
+        for t in np.unique(track):
+            self.clips_of[int(t)] = np.flatnonzero(track == t)
+
+    def batch(self) -> np.ndarray:
+        idx = []
+        for tracks in self.tracks_of.values():
+            chosen = self.rng.choice(tracks, size=self.k, replace=len(tracks) < self.k)
+            idx += [int(self.rng.choice(self.clips_of[int(t)])) for t in chosen]
+        return np.asarray(idx)
+
+
+def pairwise_distances(emb: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between unit vectors: sqrt(2 - 2 cos), numerically safe."""
+    sim = emb @ emb.T
+    return (2.0 - 2.0 * sim).clamp_min(1e-12).sqrt()
+
+
+def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, *, margin: float, mining: str) -> tuple[torch.Tensor, float]:
+    """Online triplet loss over a batch; returns (loss, share of active anchors).
+
+    ``batch-hard`` (Hermans et al. 2017): per anchor, its farthest positive and nearest
+    negative.  ``batch-all``: the mean over every triplet of the batch that still violates
+    the margin.  A ``margin <= 0`` means the soft margin ``softplus(d_ap - d_an)``.  ``semi-hard`` (Schroff et al. 2015, FaceNet): per anchor-positive pair, the
+    nearest negative farther than the positive, else the farthest negative.
+    """
+    d = pairwise_distances(emb)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool)
+    pos_mask = same & ~eye
+    neg_mask = ~same
+    inf = torch.tensor(float("inf"))
+    if mining == "batch-hard":
+        hardest_pos = torch.where(pos_mask, d, torch.zeros_like(d)).amax(dim=1)
+        hardest_neg = torch.where(neg_mask, d, inf).amin(dim=1)
+        losses = _hinge(hardest_pos - hardest_neg, margin)
+        valid = pos_mask.any(dim=1) & neg_mask.any(dim=1)
+        losses = losses[valid]
+    elif mining == "semi-hard":
+        a, p = pos_mask.nonzero(as_tuple=True)
+        dap = d[a, p]
+        dan = d[a]  # (pairs, batch)
+        semi = neg_mask[a] & (dan > dap[:, None])
+        semi_neg = torch.where(semi, dan, inf).amin(dim=1)
+        far_neg = torch.where(neg_mask[a], dan, torch.zeros_like(dan)).amax(dim=1)
+        dn = torch.where(torch.isinf(semi_neg), far_neg, semi_neg)
+        losses = _hinge(dap - dn, margin)
+    elif mining == "batch-all":
+        dap = d[:, :, None]
+        dan = d[:, None, :]
+        valid = pos_mask[:, :, None] & neg_mask[:, None, :]
+        all_losses = _hinge(dap - dan, margin)[valid]
+        active = all_losses > 1e-12
+        if not active.any():
+            return emb.sum() * 0.0, 0.0
+        return all_losses[active].mean(), float(active.float().mean())
+    else:
+        raise ValueError(f"unknown mining {mining!r}; use 'batch-hard', 'semi-hard' or 'batch-all'")
+    if losses.numel() == 0:
+        return emb.sum() * 0.0, 0.0
+    return losses.mean(), float((losses > 1e-12).float().mean())
+
+
+def _hinge(x: torch.Tensor, margin: float) -> torch.Tensor:
+    """``max(0, x + margin)``, or the soft margin ``log(1 + exp(x))`` when ``margin <= 0``."""
+    return F.softplus(x) if margin <= 0 else F.relu(x + margin)
+
+
+def augment(x: torch.Tensor, *, crop_frames: int, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Random time crop and random transposition (a roll of CQT bins, vacated bins floored)."""
+    n, bins, frames = x.shape
+    if crop_frames < frames:
+        offs = torch.randint(0, frames - crop_frames + 1, (n,), generator=gen)
+        x = torch.stack([x[i, :, o : o + crop_frames] for i, o in enumerate(offs.tolist())])
+    if max_shift > 0:
+        shifts = torch.randint(-max_shift, max_shift + 1, (n,), generator=gen).tolist()
+        floor = x.amin(dim=(1, 2), keepdim=True)
+        out = floor.expand_as(x).clone()
+        for i, s in enumerate(shifts):
+            if s > 0:
+                out[i, s:] = x[i, :-s]
+            elif s < 0:
+                out[i, :s] = x[i, -s:]
+            else:
+                out[i] = x[i]
+        x = out
+    return x
+
+
+def knn_track_accuracy(
+    ref_emb: np.ndarray,
+    ref_label: np.ndarray,
+    q_emb: np.ndarray,
+    q_label: np.ndarray,
+    q_track: np.ndarray,
+    *,
+    k: int = 10,
+) -> tuple[float, float]:
+    """Track-level (accuracy, balanced accuracy) of a similarity-weighted k-NN vote."""
+    sim = q_emb @ ref_emb.T
+    k = min(k, len(ref_emb))
+    nn_idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    n_classes = int(max(ref_label.max(), q_label.max())) + 1
+    votes = np.zeros((len(q_emb), n_classes))
+    for j in range(k):
+        np.add.at(
+            votes,
+            (np.arange(len(q_emb)), ref_label[nn_idx[:, j]]),
+            np.clip(sim[np.arange(len(q_emb)), nn_idx[:, j]], 0, None),
+        )
+    tracks = np.unique(q_track)
+    pred = np.array([votes[q_track == t].sum(0).argmax() for t in tracks])
+    true = np.array([q_label[q_track == t][0] for t in tracks])
+    acc = float((pred == true).mean())
+    recalls = [float((pred[true == c] == c).mean()) for c in np.unique(true)]
+    return acc, float(np.mean(recalls))
+
+
+def train_encoder(
+    train: TrainingData,
+    val: TrainingData | None,
+    *,
+    features: FeatureConfig,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train an :class:`Encoder`; with ``val``, keep the epoch of best validation balanced
+    k-NN accuracy (ties: the later epoch), else the last epoch."""
+    tc = train_config
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    gen = torch.Generator().manual_seed(tc.seed)
+    model = Encoder(model_config, features)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    total_steps = tc.epochs * tc.batches_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=max(total_steps, 1), pct_start=0.15)
+    sampler = PKSampler(train.label, train.track, tc.clips_per_composer, rng)
+    crop = min(features.frames_per_clip, int(round(tc.crop_seconds * features.sample_rate / features.hop_length)))
+    shift = tc.max_transpose * features.bins_per_octave // 12
+    feats_t = torch.from_numpy(np.asarray(train.feats))
+    labels_t = torch.from_numpy(np.asarray(train.label, dtype=np.int64))
+
+    best_state, best_epoch, best_score = copy.deepcopy(model.state_dict()), tc.epochs, -1.0
+    history: list[EpochStats] = []
+    for epoch in range(1, tc.epochs + 1):
+        model.train()
+        losses, active = [], []
+        for _ in range(tc.batches_per_epoch):
+            idx = torch.from_numpy(sampler.batch())
+            x = augment(feats_t[idx].float(), crop_frames=crop, max_shift=shift, gen=gen)
+            loss, act = triplet_loss(model(x), labels_t[idx], margin=tc.margin, mining=tc.mining)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            active.append(act)
+        acc = bacc = None
+        if val is not None and len(val.feats):
+            ref = embed(model, train.feats)
+            q = embed(model, val.feats)
+            acc, bacc = knn_track_accuracy(ref, train.label, q, val.label, val.track)
+            if bacc >= best_score:
+                best_score, best_epoch = bacc, epoch
+                best_state = copy.deepcopy(model.state_dict())
+        stats = EpochStats(epoch, float(np.mean(losses)), float(np.mean(active)), acc, bacc)
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    if val is not None and len(val.feats):
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = tc.epochs
+    model.eval()
+    return TrainResult(model, best_epoch, history)

@@ -1,0 +1,372 @@
+"""A labelled corpus -> a trained encoder, a calibrated novelty threshold and a FAISS index.
+
+The build runs in three steps, each usable on its own (``musicidx eval`` fits one index per
+fold on the same prepared corpus):
+
+1. :func:`prepare_corpus` scans ``MIDI_DIR/<Composer>/*.mid`` and extracts every file's clip
+   features (in parallel, through the cache); files that fail are skipped with their reason.
+2. :func:`fit_index` holds out a share of the *works* (stratified by composer), trains the
+   encoder on the rest keeping the epoch with the best held-out k-NN balanced accuracy,
+   calibrates the novelty threshold on the held-out tracks, then indexes every track.
+3. :func:`build_index` does both and saves the index directory atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
+from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.render import SoundFont, find_soundfont
+
+from .corpus import CorpusError, Track, scan_corpus
+from .features import TrackFeatures, default_cache_dir, extract_many
+from .neighbours import calibrate_threshold, search, track_novelty, vote
+from .store import FORMAT_VERSION, IndexContents, make_faiss_index, package_version, save_index, utc_now
+
+#: ``progress(stage, done, total)``: stage is "features", "training" or "indexing".
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Corpus:
+    """Tracks whose features were extracted, in the same order as ``features``."""
+
+    tracks: list[Track]
+    features: list[TrackFeatures]
+    skipped: list[tuple[str, str]]  # (path, reason) of files that could not be used
+    soundfont: SoundFont
+    feature_config: FeatureConfig
+    root: Path
+    seconds: float = 0.0
+
+    @property
+    def rendered_seconds(self) -> float:
+        return float(sum(f.rendered_seconds for f in self.features))
+
+    @property
+    def cached_tracks(self) -> int:
+        return sum(f.cached for f in self.features)
+
+    def subset(self, idx: Sequence[int]) -> Corpus:
+        return Corpus(
+            [self.tracks[i] for i in idx],
+            [self.features[i] for i in idx],
+            [],
+            self.soundfont,
+            self.feature_config,
+            self.root,
+        )
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def prepare_corpus(
+    midi_dir: str | Path,
+    *,
+    features: FeatureConfig | None = None,
+    soundfont: str | Path | SoundFont | None = None,
+    cache_dir: str | Path | None | bool = True,
+    workers: int | None = None,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> Corpus:
+    """Scan ``midi_dir`` and extract the features of every file.
+
+    ``cache_dir``: a folder, ``True`` for the default (``$XDG_CACHE_HOME/musicidx``) or
+    ``None``/``False`` for no cache.  With ``strict``, the first file that fails raises.
+    """
+    began = time.monotonic()
+    cfg = features or FeatureConfig()
+    sf = soundfont if isinstance(soundfont, SoundFont) else find_soundfont(soundfont)
+    cache = default_cache_dir() if cache_dir is True else (cache_dir or None)
+    tracks = scan_corpus(midi_dir)
+    results = extract_many(
+        [t.path for t in tracks],
+        cfg=cfg,
+        soundfont=sf,
+        cache_dir=cache,
+        workers=workers or default_workers(),
+        on_done=None if progress is None else (lambda d, n: progress("features", d, n)),
+    )
+    kept_t, kept_f, skipped = [], [], []
+    for t, r in zip(tracks, results):
+        if isinstance(r, MusicIdxError):
+            if strict:
+                raise r
+            skipped.append((t.rel_path, r.reason))
+        else:
+            kept_t.append(t)
+            kept_f.append(r)
+    if len({t.composer for t in kept_t}) < 2:
+        raise CorpusError("need usable MIDI files of at least two composers to train", path=midi_dir)
+    return Corpus(kept_t, kept_f, skipped, sf, cfg, Path(midi_dir), time.monotonic() - began)
+
+
+def split_by_work(
+    composers: Sequence[str], works: Sequence[str], *, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Track indices (train, val): works held out whole, stratified by composer."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, int(round(1.0 / val_fraction)))
+    y = np.asarray(composers)
+    groups = np.asarray(works)
+    n_groups_min = min(len(set(groups[y == c])) for c in set(composers))
+    if len(set(works)) < n_splits or n_groups_min < 1:
+        raise CorpusError(f"need at least {n_splits} distinct works to hold some out for validation")
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train, val = next(sgkf.split(np.zeros(len(y)), y, groups))
+    return np.sort(train), np.sort(val)
+
+
+@dataclass
+class ClipArrays:
+    """The clips of a set of tracks stacked: the rows of ``feats`` belong to ``track[i]``."""
+
+    feats: np.ndarray
+    track: np.ndarray  # index into the corpus' tracks
+    start: np.ndarray
+
+
+def stack_clips(corpus: Corpus, idx: Sequence[int]) -> ClipArrays:
+    feats = [corpus.features[i].feats for i in idx]
+    track = [np.full(len(f), i, dtype=np.int64) for i, f in zip(idx, feats)]
+    starts = [corpus.features[i].starts for i in idx]
+    if not feats:
+        n = corpus.feature_config
+        return ClipArrays(np.zeros((0, n.n_bins, n.frames_per_clip), np.float16), np.zeros(0, np.int64), np.zeros(0))
+    return ClipArrays(np.concatenate(feats), np.concatenate(track), np.concatenate(starts))
+
+
+@dataclass
+class FitReport:
+    """What a fit did, for the manifest and the CLI summary."""
+
+    composers: list[str]
+    n_tracks: int
+    n_clips: int
+    n_works: int
+    val_tracks: int
+    val_accuracy: float | None
+    val_balanced_accuracy: float | None
+    threshold: float
+    accept_rate: float
+    k: int
+    best_epoch: int
+    history: list[dict[str, Any]]
+    faiss_kind: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _embed_tracks(model: Any, clips: ClipArrays) -> np.ndarray:
+    from musicidx.encoder.model import embed
+
+    return embed(model, clips.feats)
+
+
+def fit_index(
+    corpus: Corpus,
+    *,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    k: int = 10,
+    accept_rate: float = 0.95,
+    faiss_kind: str = "auto",
+    progress: Progress | None = None,
+) -> tuple[IndexContents, FitReport]:
+    """Train on ``corpus``, calibrate the novelty threshold, index every track.
+
+    Returns the index contents (not yet saved) and a report.
+    """
+    import torch
+
+    from musicidx.encoder.train import TrainingData, train_encoder
+
+    mc = model_config or ModelConfig()
+    tc = train_config or TrainConfig()
+    torch.set_num_threads(default_workers())
+    composers = sorted({t.composer for t in corpus.tracks})
+    label_of = {c: i for i, c in enumerate(composers)}
+    track_label = np.array([label_of[t.composer] for t in corpus.tracks])
+    timings: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    tr_idx, val_idx = split_by_work(
+        [t.composer for t in corpus.tracks], [t.work for t in corpus.tracks], val_fraction=tc.val_fraction, seed=tc.seed
+    )
+    tr, va = stack_clips(corpus, tr_idx), stack_clips(corpus, val_idx)
+    train_data = TrainingData(tr.feats, track_label[tr.track], tr.track)
+    val_data = TrainingData(va.feats, track_label[va.track], va.track)
+    result = train_encoder(
+        train_data,
+        val_data,
+        features=corpus.feature_config,
+        model_config=mc,
+        train_config=tc,
+        on_epoch=None if progress is None else (lambda s: progress("training", s.epoch, tc.epochs)),
+    )
+    model = result.model
+    timings["train"] = time.monotonic() - t0
+
+    # Calibrate: index the training split only, score the held-out works' tracks.
+    t0 = time.monotonic()
+    tr_emb = _embed_tracks(model, tr)
+    va_emb = _embed_tracks(model, va)
+    cal_index, _ = make_faiss_index(mc.embedding_dim, len(tr_emb), "flat")
+    cal_index.add_with_ids(tr_emb, np.arange(len(tr_emb), dtype=np.int64))
+    tr_clip_label = track_label[tr.track]
+    novelties, correct, truth = [], [], []
+    for t in val_idx:
+        rows = va.track == t
+        nb = search(cal_index, va_emb[rows], k)
+        novelties.append(track_novelty(nb, k))
+        correct.append(int(np.argmax(vote(nb, tr_clip_label, len(composers)))))
+        truth.append(int(track_label[t]))
+    threshold = calibrate_threshold(np.asarray(novelties), accept_rate)
+    pred_a, true_a = np.asarray(correct), np.asarray(truth)
+    val_acc = float((pred_a == true_a).mean()) if len(true_a) else None
+    val_bacc = float(np.mean([(pred_a[true_a == c] == c).mean() for c in np.unique(true_a)])) if len(true_a) else None
+    timings["calibrate"] = time.monotonic() - t0
+
+    # The index proper: every track.
+    t0 = time.monotonic()
+    all_idx = np.arange(len(corpus.tracks))
+    every = stack_clips(corpus, all_idx)
+    by_track = {int(t): e[arr.track == t] for arr, e in ((tr, tr_emb), (va, va_emb)) for t in np.unique(arr.track)}
+    emb = np.concatenate([by_track[int(t)] for t in all_idx])  # same order as every.feats
+    index, kind = make_faiss_index(mc.embedding_dim, len(emb), faiss_kind)
+    index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
+    if progress is not None:
+        progress("indexing", 1, 1)
+    clip_len = corpus.feature_config.clip_seconds
+    clips = pa.table(
+        {
+            "clip_id": np.arange(len(emb), dtype=np.int64),
+            "track_id": every.track.astype(np.int32),
+            "composer": [corpus.tracks[t].composer for t in every.track],
+            "work": [corpus.tracks[t].work for t in every.track],
+            "path": [corpus.tracks[t].rel_path for t in every.track],
+            "sha256": [corpus.features[t].sha256 for t in every.track],
+            "start_s": every.start.astype(np.float64),
+            "dur_s": np.full(len(emb), clip_len),
+        }
+    )
+    timings["index"] = time.monotonic() - t0
+
+    report = FitReport(
+        composers=composers,
+        n_tracks=len(corpus.tracks),
+        n_clips=len(emb),
+        n_works=len({t.work for t in corpus.tracks}),
+        val_tracks=len(val_idx),
+        val_accuracy=val_acc,
+        val_balanced_accuracy=val_bacc,
+        threshold=threshold,
+        accept_rate=accept_rate,
+        k=k,
+        best_epoch=result.best_epoch,
+        history=[h.__dict__ for h in result.history],
+        faiss_kind=kind,
+        seconds=timings,
+    )
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "musicidx_version": package_version(),
+        "created": utc_now(),
+        "features": corpus.feature_config.to_dict(),
+        "model": mc.to_dict(),
+        "training": {**tc.to_dict(), "best_epoch": result.best_epoch, "history": report.history},
+        "embedding_dim": mc.embedding_dim,
+        "soundfont": corpus.soundfont.to_dict(),
+        "composers": {c: sum(t.composer == c for t in corpus.tracks) for c in composers},
+        "counts": {"tracks": report.n_tracks, "clips": report.n_clips, "works": report.n_works},
+        "faiss": {"type": kind, "metric": "inner_product", "ntotal": int(index.ntotal)},
+        "k": k,
+        "novelty": {
+            "threshold": threshold,
+            "statistic": "median over a track's clips of the cosine distance to the k-th nearest index clip",
+            "accept_rate": accept_rate,
+            "calibrated_on": {
+                "tracks": len(val_idx),
+                "works": len({corpus.tracks[i].work for i in val_idx}),
+                "how": "held-out works of known composers, scored against an index of the other works",
+            },
+        },
+        "validation": {"tracks": len(val_idx), "accuracy": val_acc, "balanced_accuracy": val_bacc},
+    }
+    return IndexContents(manifest, index, clips, model.state_dict()), report
+
+
+@dataclass
+class BuildReport:
+    """The summary of a build, as the CLI prints it."""
+
+    out: Path
+    fit: FitReport
+    skipped: list[tuple[str, str]]
+    rendered_seconds: float
+    cached_tracks: int
+    soundfont: SoundFont
+    seconds: dict[str, float]
+
+
+def build_index(
+    midi_dir: str | Path,
+    *,
+    out: str | Path,
+    features: FeatureConfig | None = None,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    k: int = 10,
+    accept_rate: float = 0.95,
+    workers: int | None = None,
+    cache_dir: str | Path | None | bool = True,
+    soundfont: str | Path | None = None,
+    strict: bool = False,
+    faiss_kind: str = "auto",
+    progress: Progress | None = None,
+) -> BuildReport:
+    """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically)."""
+    began = time.monotonic()
+    corpus = prepare_corpus(
+        midi_dir,
+        features=features,
+        soundfont=soundfont,
+        cache_dir=cache_dir,
+        workers=workers,
+        strict=strict,
+        progress=progress,
+    )
+    contents, fit = fit_index(
+        corpus,
+        model_config=model_config,
+        train_config=train_config,
+        k=k,
+        accept_rate=accept_rate,
+        faiss_kind=faiss_kind,
+        progress=progress,
+    )
+    contents.manifest["skipped"] = [{"path": p, "reason": r} for p, r in corpus.skipped]
+    contents.manifest["soundfont"]["rendered_seconds"] = corpus.rendered_seconds
+    t0 = time.monotonic()
+    save_index(contents, out)
+    seconds = {
+        "features": corpus.seconds,
+        **fit.seconds,
+        "save": time.monotonic() - t0,
+        "total": time.monotonic() - began,
+    }
+    return BuildReport(
+        Path(out), fit, corpus.skipped, corpus.rendered_seconds, corpus.cached_tracks, corpus.soundfont, seconds
+    )

@@ -1,0 +1,70 @@
+"""Scanning a labelled corpus ``MIDI_DIR/<Composer>/*.mid`` into tracks with composer and work."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from musicidx.encoder.errors import MusicIdxError
+
+MIDI_SUFFIXES = (".mid", ".midi")
+
+# "<title>_<catalogue>_<number>_<rest>.mid", e.g. "Cello Suite 3_BWV1009_2217_cs3-1pre.mid"
+_CHALLENGE_NAME = re.compile(r"^(?P<title>[^_]+)_(?P<catalogue>[^_]+)_(?P<number>\d+)_(?P<rest>.+)$")
+
+
+class CorpusError(MusicIdxError):
+    """The corpus folder is missing, empty or not laid out as ``<Composer>/*.mid``."""
+
+
+@dataclass(frozen=True)
+class Track:
+    """One MIDI file of the corpus. ``rel_path`` is relative to the corpus root."""
+
+    composer: str
+    work: str
+    path: Path
+    rel_path: str
+
+
+def work_of(path: str | Path) -> str:
+    """The work a file belongs to: title and catalogue id for names in the challenge's pattern
+    (``Piano Sonata No 14 in C-sharp minor_OP27NO2`` for ``..._OP27NO2_2343_ps14_01.mid``),
+    else the file's own stem, so that an unknown name is a work of its own."""
+    stem = Path(path).stem
+    m = _CHALLENGE_NAME.match(stem)
+    return f"{m['title']}_{m['catalogue']}" if m else stem
+
+
+def is_midi_name(path: Path) -> bool:
+    return path.suffix.lower() in MIDI_SUFFIXES
+
+
+def list_midi(folder: str | Path) -> list[Path]:
+    """MIDI-named entries of ``folder`` (not recursive), sorted; directories named ``x.mid``
+    and broken links are kept so that the caller reports them file by file."""
+    folder = Path(folder)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        raise CorpusError(f"cannot list folder ({e.strerror or e})", path=folder) from e
+    return [p for p in entries if is_midi_name(p)]
+
+
+def scan_corpus(midi_dir: str | Path) -> list[Track]:
+    """Every MIDI file in ``midi_dir/<Composer>/``, sorted by composer then name.
+
+    Raises :class:`CorpusError` when the folder does not exist or holds no composer folder
+    with MIDI files.
+    """
+    root = Path(midi_dir)
+    if not root.is_dir():
+        raise CorpusError("corpus folder does not exist (expected MIDI_DIR/<Composer>/*.mid)", path=root)
+    tracks: list[Track] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in list_midi(sub):
+            tracks.append(Track(sub.name, work_of(f), f, f.relative_to(root).as_posix()))
+    if not tracks:
+        raise CorpusError("no MIDI files found (expected MIDI_DIR/<Composer>/*.mid)", path=root)
+    return tracks

@@ -1,0 +1,199 @@
+"""Files -> clip features, in parallel worker processes, through a content-addressed cache.
+
+A file's features are keyed by the sha256 of its bytes, the :class:`FeatureConfig`, the
+SoundFont's sha256 and the version of the rendering code, so a changed file, config or
+SoundFont is recomputed and an unchanged one never is.  Entries are written to a temporary
+file and renamed into place, so two builds sharing a cache never see half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from musicidx.encoder.config import FeatureConfig
+from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.render import SoundFont, file_sha256, load_midi, render_clips
+
+#: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture.
+FEATURES_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/musicidx`` (``~/.cache/musicidx`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "musicidx"
+
+
+@dataclass(frozen=True)
+class TrackFeatures:
+    """The clips of one file: ``feats[i]`` is the log-CQT of the clip at ``starts[i]`` s."""
+
+    feats: np.ndarray  # (n_clips, n_bins, frames) float16
+    starts: np.ndarray  # (n_clips,) float64
+    duration: float
+    sha256: str
+    rendered_seconds: float  # 0 when the features came from the cache
+    cached: bool
+
+
+class FeatureCache:
+    """A folder of ``.npz`` entries keyed by content; ``None`` disables caching."""
+
+    def __init__(self, base: str | Path | None) -> None:
+        self.base = None if base is None else Path(base)
+        self.root = None if base is None else Path(base) / f"features-v{FEATURES_VERSION}"
+
+    @staticmethod
+    def key(file_hash: str, cfg: FeatureConfig, soundfont: SoundFont) -> str:
+        raw = f"{file_hash}:{cfg.digest()}:{soundfont.sha256}:{FEATURES_VERSION}"
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> tuple[np.ndarray, np.ndarray, float] | None:
+        if self.root is None:
+            return None
+        p = self._path(key)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return z["feats"], z["starts"], float(z["duration"])
+        except (OSError, KeyError, ValueError):  # missing, or damaged: recompute
+            return None
+
+    def put(self, key: str, feats: np.ndarray, starts: np.ndarray, duration: float) -> None:
+        if self.root is None:
+            return
+        p = self._path(key)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, feats=feats, starts=starts, duration=np.float64(duration))
+            os.replace(tmp, p)
+        except OSError:
+            # A read-only or full cache must not fail the build; the features are in memory.
+            try:
+                os.unlink(tmp)
+            except (OSError, UnboundLocalError):
+                pass
+
+
+def extract_file(path: str | Path, *, cfg: FeatureConfig, soundfont: SoundFont, cache: FeatureCache) -> TrackFeatures:
+    """Features of one file, from the cache or by rendering and CQT."""
+    from musicidx.encoder.frontend import cqt_features
+
+    p = Path(path)
+    try:
+        digest = file_sha256(p)
+    except OSError as e:
+        from musicidx.encoder.errors import InvalidMidiError
+
+        raise InvalidMidiError(f"cannot read file ({e.strerror or e})", path=p) from e
+    key = FeatureCache.key(digest, cfg, soundfont)
+    hit = cache.get(key)
+    if hit is not None:
+        feats, starts, duration = hit
+        return TrackFeatures(feats, starts, duration, digest, 0.0, True)
+    pm = load_midi(p)
+    clips = render_clips(pm, cfg=cfg, soundfont=soundfont, path=p)
+    feats = cqt_features(clips.audio, cfg).astype(np.float16)
+    cache.put(key, feats, clips.starts, clips.duration)
+    return TrackFeatures(feats, clips.starts, clips.duration, digest, clips.rendered_seconds, False)
+
+
+# ----------------------------------------------------------------------------- workers
+
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(cfg: FeatureConfig, soundfont: SoundFont, cache_base: str | None) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER.update(cfg=cfg, soundfont=soundfont, cache=FeatureCache(cache_base))
+
+
+def _work(path: str) -> TrackFeatures | MusicIdxError:
+    cfg, sf, cache = _WORKER["cfg"], _WORKER["soundfont"], _WORKER["cache"]
+    assert isinstance(cfg, FeatureConfig) and isinstance(sf, SoundFont) and isinstance(cache, FeatureCache)
+    return _safe_extract(path, cfg, sf, cache)
+
+
+def _safe_extract(
+    path: str | Path, cfg: FeatureConfig, sf: SoundFont, cache: FeatureCache
+) -> TrackFeatures | MusicIdxError:
+    try:
+        return extract_file(path, cfg=cfg, soundfont=sf, cache=cache)
+    except MusicIdxError as e:
+        return e
+    except Exception as e:  # one odd file must not take a whole batch down
+        return MusicIdxError(f"unexpected {type(e).__name__} while reading: {e}", path=path)
+
+
+def extract_many(
+    paths: Sequence[str | Path],
+    *,
+    cfg: FeatureConfig,
+    soundfont: SoundFont,
+    cache_dir: str | Path | None,
+    workers: int = 1,
+    on_done: Callable[[int, int], None] | None = None,
+) -> list[TrackFeatures | MusicIdxError]:
+    """Features of every path, in order; a file that fails gives its error in its place.
+
+    With ``workers > 1`` the files are spread over that many processes (one torch thread
+    each); cached files are answered without starting any.
+    """
+    cache = FeatureCache(cache_dir)
+    results: list[TrackFeatures | MusicIdxError | None] = [None] * len(paths)
+    todo: list[int] = []
+    for i, p in enumerate(paths):  # cache hits first, in this process: no pool for a warm run
+        try:
+            hit = cache.get(FeatureCache.key(file_sha256(p), cfg, soundfont)) if cache.root else None
+        except OSError:
+            hit = None
+        if hit is not None:
+            feats, starts, duration = hit
+            results[i] = TrackFeatures(feats, starts, duration, file_sha256(p), 0.0, True)
+        else:
+            todo.append(i)
+    done = len(paths) - len(todo)
+    if on_done is not None:
+        on_done(done, len(paths))
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            results[i] = _safe_extract(paths[i], cfg, soundfont, cache)
+            done += 1
+            if on_done is not None:
+                on_done(done, len(paths))
+    else:
+        ctx = mp.get_context("spawn")  # fork after torch/OpenMP start-up is unsafe
+        root = None if cache.base is None else str(cache.base)
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, soundfont, root)
+        ) as ex:
+            order = sorted(todo, key=lambda i: -_size(paths[i]))  # big files first: better balance
+            for i, res in zip(order, ex.map(_work, [str(paths[i]) for i in order], chunksize=1)):
+                results[i] = res
+                done += 1
+                if on_done is not None:
+                    on_done(done, len(paths))
+    return [r for r in results if r is not None]
+
+
+def _size(p: str | Path) -> int:
+    try:
+        return os.stat(p).st_size
+    except OSError:
+        return 0

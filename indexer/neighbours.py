@@ -1,0 +1,64 @@
+"""k-NN search and the per-track statistics built on it: composer votes and novelty.
+
+These live in the indexer because the build calibrates the novelty threshold with them;
+:mod:`musicidx.query` uses the very same functions, so calibration and queries agree.
+
+Distances are cosine distances ``1 - cos`` between unit embeddings (0 = identical, 2 = opposite).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """``ids[i, j]`` is the j-th nearest index clip of query clip ``i`` at cosine distance
+    ``dist[i, j]``; rows are padded with ``-1`` / ``inf`` when the index holds fewer than k."""
+
+    ids: np.ndarray  # (n_query, k) int64
+    dist: np.ndarray  # (n_query, k) float32
+
+
+def search(index: Any, emb: np.ndarray, k: int) -> Neighbours:
+    """The ``k`` nearest index clips of each row of ``emb`` (FAISS's ``-1`` padding kept masked)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    sim, ids = index.search(np.ascontiguousarray(emb, dtype=np.float32), k)
+    dist = np.where(ids >= 0, 1.0 - sim, np.inf).astype(np.float32)
+    return Neighbours(ids.astype(np.int64), dist)
+
+
+def clip_novelty(nb: Neighbours, k: int) -> np.ndarray:
+    """Novelty of each query clip: cosine distance to its k-th neighbour (the farthest
+    available one when the index holds fewer than k clips)."""
+    valid = np.isfinite(nb.dist[:, :k])
+    last = np.maximum(valid.sum(axis=1) - 1, 0)
+    return nb.dist[np.arange(len(nb.dist)), last]
+
+
+def track_novelty(nb: Neighbours, k: int) -> float:
+    """A track's novelty: the median of its clips' novelties (robust to a few odd clips)."""
+    return float(np.median(clip_novelty(nb, k)))
+
+
+def vote(nb: Neighbours, clip_labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Similarity-weighted votes per label summed over every clip's neighbours, normalised
+    to sum to 1.  ``clip_labels[id]`` is the label of index clip ``id``."""
+    valid = nb.ids >= 0
+    weights = np.clip(1.0 - nb.dist, 0.0, None)[valid]
+    votes = np.bincount(clip_labels[nb.ids[valid]], weights=weights, minlength=n_labels).astype(np.float64)
+    total = votes.sum()
+    return votes / total if total > 0 else np.full(n_labels, 1.0 / max(n_labels, 1))
+
+
+def calibrate_threshold(novelties: np.ndarray, accept_rate: float) -> float:
+    """The novelty under which ``accept_rate`` of known-composer tracks fall."""
+    if not 0.0 < accept_rate <= 1.0:
+        raise ValueError(f"accept_rate must be in (0, 1], got {accept_rate}")
+    if len(novelties) == 0:
+        raise ValueError("no held-out tracks to calibrate on")
+    return float(np.quantile(np.asarray(novelties, dtype=np.float64), accept_rate, method="higher"))

@@ -1,0 +1,289 @@
+"""The command line: parse, call one library function, render.  The only module that prints.
+
+Exit status: 0 success; 1 an error (one line on stderr naming the file and the reason);
+2 a usage error; ``score`` exits 3 when it wrote its table but some files could not be scored.
+Heavy libraries (torch, faiss, FluidSynth, nnAudio) are imported inside the commands so that
+``musicidx --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from musicidx import __version__
+from musicidx.encoder.errors import MusicIdxError
+
+EXIT_ERROR, EXIT_PARTIAL = 1, 3
+DEFAULT_INDEX = "musicidx-index"
+index_option = click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_INDEX,
+    envvar="MUSICIDX_INDEX",
+    show_default=True,
+    help="Index directory (or $MUSICIDX_INDEX).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+soundfont_option = click.option("--soundfont", type=click.Path(path_type=Path), help="SoundFont (.sf2) to render with.")
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MusicIdxError as e:
+            click.echo(f"musicidx: error: {e}", err=True)
+            ctx.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            click.echo("musicidx: interrupted", err=True)
+            ctx.exit(130)
+
+
+class Progress:
+    """A one-line progress display on stderr (a line per stage when stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.stage: str | None = None
+        self.began = time.monotonic()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            if self.stage is not None and self.tty:
+                click.echo("", err=True)
+            self.stage, self.began = stage, time.monotonic()
+        if self.tty:
+            filled = int(30 * done / max(total, 1))
+            bar = "#" * filled + "-" * (30 - filled)
+            click.echo(f"\r{stage:<9} [{bar}] {done}/{total} {time.monotonic() - self.began:5.1f}s", err=True, nl=False)
+            if done >= total:
+                click.echo("", err=True)
+                self.stage = None
+        elif done >= total:
+            click.echo(f"{stage}: {done}/{total} done in {time.monotonic() - self.began:.1f}s", err=True)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="musicidx")
+def cli() -> None:
+    """Who composed this piece? musicidx indexes MIDI files by composer and answers for new
+    ones, saying so when the composer is nobody the index knows."""
+
+
+@cli.command()
+@click.argument("midi_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=DEFAULT_INDEX, show_default=True, help="Index directory to write."
+)
+@click.option("--clips-per-track", type=click.IntRange(1, 256), help="Clips cut from each track.")
+@click.option("--epochs", type=click.IntRange(1, 1000), help="Training epochs.")
+@click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Neighbours per clip.")
+@soundfont_option
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Feature cache [$XDG_CACHE_HOME/musicidx].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache.")
+@click.option("--strict", is_flag=True, help="Fail on the first unusable file instead of skipping it.")
+@json_option
+def build(
+    midi_dir: Path,
+    out: Path,
+    clips_per_track: int | None,
+    epochs: int | None,
+    workers: int | None,
+    seed: int,
+    k: int,
+    soundfont: Path | None,
+    cache_dir: Path | None,
+    no_cache: bool,
+    strict: bool,
+    as_json: bool,
+) -> None:
+    """Build an index from MIDI_DIR/<Composer>/*.mid."""
+    from musicidx.encoder.config import FeatureConfig, TrainConfig
+    from musicidx.indexer.build import build_index
+
+    features = FeatureConfig(**({} if clips_per_track is None else {"clips_per_track": clips_per_track}))
+    train = TrainConfig(seed=seed, **({} if epochs is None else {"epochs": epochs}))
+    report = build_index(
+        midi_dir,
+        out=out,
+        features=features,
+        train_config=train,
+        k=k,
+        workers=workers,
+        soundfont=soundfont,
+        cache_dir=False if no_cache else (cache_dir or True),
+        strict=strict,
+        progress=Progress(),
+    )
+    click.echo(json.dumps(_build_dict(report), indent=2) if as_json else _render_build(report))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@index_option
+@click.option("--k", type=click.IntRange(1, 1000), help="Neighbours per clip [the index's].")
+@soundfont_option
+@json_option
+def query(files: tuple[Path, ...], index_dir: Path, k: int | None, soundfont: Path | None, as_json: bool) -> None:
+    """Name the composer of each FILE, or say it is a composer not in the index."""
+    from musicidx.query.engine import Searcher
+
+    searcher, answers, failed = Searcher(index_dir, k=k, soundfont=soundfont), [], 0
+    for f in files:
+        try:
+            answers.append(searcher.query(f).to_dict())
+        except MusicIdxError as e:
+            failed += 1
+            click.echo(f"musicidx: error: {e}", err=True)
+            answers.append({"file": str(f), "error": e.reason})
+    if as_json:
+        click.echo(json.dumps(answers[0] if len(files) == 1 and not failed else answers, indent=2))
+    else:
+        click.echo("\n".join(_render_answer(a) for a in answers if "error" not in a), nl=bool(len(files) - failed))
+    if failed:
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@index_option
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV file to write ('-' for stdout).")
+@soundfont_option
+@json_option
+def score(folder: Path, index_dir: Path, out: Path, soundfont: Path | None, as_json: bool) -> None:
+    """Score every MIDI file under FOLDER into a CSV (one row per file; exit 3 if some failed)."""
+    from musicidx.query.engine import SCORE_COLUMNS, Searcher, list_query_files, score_files
+
+    searcher = Searcher(index_dir, soundfont=soundfont)
+    rows = [r.to_dict() for r in score_files(searcher, list_query_files(folder), root=folder, on_done=_bar("scoring"))]
+    with sys.stdout if str(out) == "-" else open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SCORE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    failed = sum(r["status"] != "ok" for r in rows)
+    summary = {"files": len(rows), "scored": len(rows) - failed, "errors": failed, "out": str(out)}
+    click.echo(
+        json.dumps(summary) if as_json else f"scored {len(rows) - failed} of {len(rows)} files -> {out}",
+        err=str(out) == "-",
+    )
+    if failed:
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.command()
+@index_option
+@json_option
+def info(index_dir: Path, as_json: bool) -> None:
+    """Show an index's manifest."""
+    from musicidx.indexer.store import load_index
+
+    m = load_index(index_dir).manifest
+    click.echo(json.dumps(m, indent=2) if as_json else _render_info(m, index_dir))
+
+
+def _bar(stage: str) -> Any:
+    p = Progress()
+    return lambda done, total: p(stage, done, total)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _build_dict(r: Any) -> dict[str, Any]:
+    f = r.fit
+    return {
+        "out": str(r.out),
+        "tracks": f.n_tracks,
+        "clips": f.n_clips,
+        "works": f.n_works,
+        "composers": f.composers,
+        "val_tracks": f.val_tracks,
+        "val_accuracy": f.val_accuracy,
+        "val_balanced_accuracy": f.val_balanced_accuracy,
+        "novelty_threshold": f.threshold,
+        "accept_rate": f.accept_rate,
+        "best_epoch": f.best_epoch,
+        "faiss": f.faiss_kind,
+        "soundfont": r.soundfont.name,
+        "rendered_seconds": r.rendered_seconds,
+        "cached_tracks": r.cached_tracks,
+        "skipped": [{"path": p, "reason": why} for p, why in r.skipped],
+        "seconds": r.seconds,
+    }
+
+
+def _render_build(r: Any) -> str:
+    f = r.fit
+    lines = [
+        f"index        {r.out}",
+        f"tracks       {f.n_tracks} ({f.n_works} works), {f.n_clips} clips",
+        f"composers    {', '.join(f.composers)}",
+        f"validation   {f.val_tracks} held-out tracks: accuracy {_fmt(f.val_accuracy)}, "
+        f"balanced accuracy {_fmt(f.val_balanced_accuracy)} (best epoch {f.best_epoch})",
+        f"novelty      threshold {f.threshold:.4f} (accepts {f.accept_rate:.0%} of held-out known-composer tracks)",
+        f"rendered     {r.rendered_seconds / 60:.1f} min of audio with {r.soundfont.name}; {r.cached_tracks} tracks from cache",
+        f"faiss        {f.faiss_kind}, k={f.k}",
+        "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items()),
+    ]
+    if r.skipped:
+        lines.append(f"skipped      {len(r.skipped)} file(s):")
+        lines += [f"  {p}: {why}" for p, why in r.skipped]
+    return "\n".join(lines)
+
+
+def _render_answer(a: dict[str, Any]) -> str:
+    verdict = "a composer NOT in the index" if a["is_new"] else "a known composer"
+    lines = [
+        a["file"],
+        f"  composer     {a['composer']} (confidence {a['confidence']:.2f}; "
+        + ", ".join(f"{c} {v:.2f}" for c, v in sorted(a["votes"].items(), key=lambda kv: -kv[1]))
+        + ")",
+        f"  novelty      {a['novelty']:.4f} vs threshold {a['threshold']:.4f}: {verdict}",
+    ]
+    if a["same_composition"]:
+        lines.append(f"  same composition as {a['same_track']}")
+    for n in a["nearest"]:
+        lines.append(
+            f"  nearest      {n['path']} ({n['composer']}, similarity {n['similarity']:.3f}, "
+            f"query {n['query_start_s']:.1f}s ~ {n['match_start_s']:.1f}s)"
+        )
+    return "\n".join(lines)
+
+
+def _render_info(m: dict[str, Any], where: Path) -> str:
+    feats, nov, counts = m["features"], m["novelty"], m["counts"]
+    val = m.get("validation", {})
+    return "\n".join(
+        [
+            f"index          {where} (format {m['format_version']}, musicidx {m['musicidx_version']}, created {m['created']})",
+            "composers      " + ", ".join(f"{c} ({n})" for c, n in m["composers"].items()),
+            f"counts         {counts['tracks']} tracks, {counts['works']} works, {counts['clips']} clips",
+            f"features       {feats['sample_rate']} Hz, CQT {feats['n_bins']} bins from {feats['fmin']:.1f} Hz, hop "
+            f"{feats['hop_length']}, {feats['clips_per_track']} clips x {feats['clip_seconds']:g}s",
+            f"soundfont      {m['soundfont']['name']} (sha256 {m['soundfont']['sha256'][:12]}...)",
+            f"encoder        {m['embedding_dim']}-d, channels {m['model']['channels']}, sha256 {m['encoder_sha256'][:12]}...",
+            f"faiss          {m['faiss']['type']} ({m['faiss']['metric']}), {m['faiss']['ntotal']} vectors, k={m['k']}",
+            f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "
+            f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works",
+            f"validation     accuracy {_fmt(val.get('accuracy'))}, balanced accuracy {_fmt(val.get('balanced_accuracy'))}",
+            f"skipped        {len(m.get('skipped', []))} file(s)",
+        ]
+    )
+
+
+def main() -> None:
+    cli(prog_name="musicidx")

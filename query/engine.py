@@ -1,0 +1,292 @@
+"""An index + new files -> answers: composer, confidence, novelty, nearest tracks.
+
+:class:`Searcher` loads an index and its encoder once and answers any number of files;
+:func:`score_files` runs it over a batch where one bad file yields an error row, never an
+aborted batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musicidx.encoder.config import FeatureConfig
+from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
+from musicidx.encoder.render import SoundFont, bundled_soundfont, file_sha256, find_soundfont, soundfont_candidates
+from musicidx.indexer.corpus import is_midi_name
+from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
+from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote
+from musicidx.indexer.store import IndexContents, load_index
+
+#: A query clip this close (cosine distance) to an index clip is "the same audio".
+SAME_DISTANCE = 0.02
+#: ... and when that holds for more than this share of the query's clips, all on one training
+#: track, the query is the same composition as that track.
+SAME_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class NearestTrack:
+    """A training track close to the query, with the best-matching clip pair."""
+
+    path: str
+    composer: str
+    work: str
+    similarity: float  # cosine similarity of the best clip pair
+    query_start_s: float
+    match_start_s: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The answer for one query file."""
+
+    file: str
+    composer: str  # the index composer with most votes (see is_new)
+    confidence: float  # that composer's share of the similarity-weighted votes
+    votes: dict[str, float]
+    novelty: float  # median over clips of the distance to the k-th neighbour
+    threshold: float
+    is_new: bool  # novelty above the calibrated threshold: likely a composer not in the index
+    same_composition: bool
+    same_track: str | None
+    nearest: list[NearestTrack] = field(default_factory=list)
+    clips: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Searcher:
+    """An index loaded for querying: the FAISS index, clip metadata and encoder."""
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        *,
+        k: int | None = None,
+        soundfont: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        import torch
+
+        from musicidx.encoder.model import Encoder
+
+        self.index_dir = Path(index_dir)
+        self.contents: IndexContents = load_index(index_dir)
+        m = self.contents.manifest
+        self.features: FeatureConfig = self.contents.feature_config
+        self.k = int(k if k is not None else m["k"])
+        if self.k < 1:
+            raise MusicIdxError(f"k must be at least 1, got {self.k}")
+        self.threshold = float(m["novelty"]["threshold"])
+        self.soundfont = _matching_soundfont(m["soundfont"], soundfont)
+        self.cache = FeatureCache(cache_dir)
+        self.model = Encoder(self.contents.model_config, self.features)
+        try:
+            self.model.load_state_dict(self.contents.encoder_state)
+        except RuntimeError as e:
+            from musicidx.indexer.store import IndexFormatError
+
+            raise IndexFormatError(
+                f"encoder.pt does not fit the model in the manifest ({str(e)[:200]})", path=self.index_dir
+            ) from e
+        self.model.eval()
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        clips = self.contents.clips
+        self.composers: list[str] = sorted(m["composers"])
+        label_of = {c: i for i, c in enumerate(self.composers)}
+        self.clip_label = np.array([label_of[c] for c in clips.column("composer").to_pylist()], dtype=np.int64)
+        self.clip_track = clips.column("track_id").to_numpy()
+        self.clip_start = clips.column("start_s").to_numpy()
+        self.clip_path = clips.column("path").to_pylist()
+        self.clip_work = clips.column("work").to_pylist()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.contents.manifest
+
+    def check_features(self, features: FeatureConfig) -> None:
+        """Refuse features other than the index's, naming every differing field."""
+        self.features.check_same(features, what="index")
+
+    def features_of(self, path: str | Path) -> TrackFeatures:
+        return extract_file(path, cfg=self.features, soundfont=self.soundfont, cache=self.cache)
+
+    def query(self, path: str | Path) -> QueryResult:
+        """Answer for one MIDI file (raises a :class:`MusicIdxError` on bad input)."""
+        tf = self.features_of(path)
+        return self.query_features(tf.feats, tf.starts, name=str(path))
+
+    def query_features(self, feats: np.ndarray, starts: np.ndarray, *, name: str) -> QueryResult:
+        """Answer for clips already turned into features (``feats``: (n, bins, frames))."""
+        from musicidx.encoder.model import embed
+
+        if feats.shape[1:] != (self.features.n_bins, self.features.frames_per_clip):
+            raise ConfigMismatchError(
+                f"features of shape {feats.shape[1:]} do not match the index's "
+                f"({self.features.n_bins}, {self.features.frames_per_clip})"
+            )
+        emb = embed(self.model, feats)
+        nb = search(self.contents.faiss_index, emb, self.k)
+        return self.answer(nb, starts, name=name)
+
+    def answer(self, nb: Neighbours, starts: np.ndarray, *, name: str) -> QueryResult:
+        """Turn the neighbours of a track's clips into an answer."""
+        votes = vote(nb, self.clip_label, len(self.composers))
+        best = int(np.argmax(votes))
+        novelty = float(np.median(clip_novelty(nb, self.k)))
+        same, same_track = self._same_composition(nb)
+        return QueryResult(
+            file=name,
+            composer=self.composers[best],
+            confidence=float(votes[best]),
+            votes={c: round(float(v), 6) for c, v in zip(self.composers, votes)},
+            novelty=novelty,
+            threshold=self.threshold,
+            is_new=bool(novelty > self.threshold),
+            same_composition=same,
+            same_track=same_track,
+            nearest=self._nearest_tracks(nb, starts),
+            clips=len(starts),
+        )
+
+    def _same_composition(self, nb: Neighbours) -> tuple[bool, str | None]:
+        top_ids, top_dist = nb.ids[:, 0], nb.dist[:, 0]
+        close = (top_ids >= 0) & (top_dist <= SAME_DISTANCE)
+        if not close.any():
+            return False, None
+        tracks, counts = np.unique(self.clip_track[top_ids[close]], return_counts=True)
+        t = int(tracks[np.argmax(counts)])
+        if counts.max() > SAME_SHARE * len(top_ids):
+            return True, self.clip_path[int(np.flatnonzero(self.clip_track == t)[0])]
+        return False, None
+
+    def _nearest_tracks(self, nb: Neighbours, starts: np.ndarray, n: int = 3) -> list[NearestTrack]:
+        best: dict[int, tuple[float, int, int]] = {}  # track -> (similarity, query clip, index clip)
+        for qi in range(nb.ids.shape[0]):
+            for j in range(nb.ids.shape[1]):
+                cid = int(nb.ids[qi, j])
+                if cid < 0:
+                    continue
+                sim = 1.0 - float(nb.dist[qi, j])
+                t = int(self.clip_track[cid])
+                if t not in best or sim > best[t][0]:
+                    best[t] = (sim, qi, cid)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:n]
+        return [
+            NearestTrack(
+                path=self.clip_path[cid],
+                composer=self.composers[int(self.clip_label[cid])],
+                work=self.clip_work[cid],
+                similarity=round(sim, 6),
+                query_start_s=round(float(starts[qi]), 3),
+                match_start_s=round(float(self.clip_start[cid]), 3),
+            )
+            for _, (sim, qi, cid) in ranked
+        ]
+
+
+def _matching_soundfont(recorded: dict[str, Any], given: str | Path | None) -> SoundFont:
+    """The SoundFont to render queries with: it must be the one the index was built with.
+
+    An explicit choice (``given`` or ``$MUSICIDX_SOUNDFONT``) must match; otherwise the
+    recorded path and the usual places are searched for a file with the recorded sha256.
+    """
+    want = recorded.get("sha256")
+    if given is None and not os.environ.get("MUSICIDX_SOUNDFONT"):
+        for p in [recorded.get("path"), *soundfont_candidates(), bundled_soundfont()]:
+            if p and Path(p).is_file() and file_sha256(p) == want:
+                return SoundFont(Path(p).resolve(), want)
+    sf = find_soundfont(given)
+    if sf.sha256 != want:
+        raise ConfigMismatchError(
+            f"the index was rendered with SoundFont {recorded.get('name')} (sha256 {str(want)[:12]}...), "
+            f"this run found {sf.name} ({sf.path}, sha256 {sf.sha256[:12]}...); pass the index's SoundFont with "
+            "--soundfont or set MUSICIDX_SOUNDFONT"
+        )
+    return sf
+
+
+# ------------------------------------------------------------------------------ batches
+
+SCORE_COLUMNS = (
+    "file",
+    "composer",
+    "confidence",
+    "novelty",
+    "is_new",
+    "nearest_track",
+    "same_composition",
+    "status",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One row of ``musicidx score``: an answer, or ``status='error'`` with the reason."""
+
+    file: str
+    composer: str = ""
+    confidence: float | None = None
+    novelty: float | None = None
+    is_new: bool | None = None
+    nearest_track: str = ""
+    same_composition: bool | None = None
+    status: str = "ok"
+    error: str = ""
+
+    @classmethod
+    def from_result(cls, r: QueryResult) -> ScoreRow:
+        nearest = r.nearest[0].path if r.nearest else ""
+        return cls(
+            r.file, r.composer, round(r.confidence, 4), round(r.novelty, 4), r.is_new, nearest, r.same_composition
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_query_files(folder: str | Path) -> list[Path]:
+    """The MIDI-named entries of ``folder``, recursively, sorted (directories named ``x.mid``,
+    unreadable files and broken links included, so each gets its own error row)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise MusicIdxError("not a folder", path=root)
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames if is_midi_name(Path(d))]):
+            p = Path(dirpath) / name
+            if is_midi_name(p):
+                out.append(p)
+    return sorted(out)
+
+
+def score_files(
+    searcher: Searcher,
+    files: Sequence[str | Path],
+    *,
+    root: str | Path | None = None,
+    on_done: Callable[[int, int], None] | None = None,
+) -> list[ScoreRow]:
+    """Score every file; a file that fails gets an error row and the rest go on."""
+    rows: list[ScoreRow] = []
+    for i, f in enumerate(files, 1):
+        name = str(Path(f).relative_to(root)) if root is not None else str(f)
+        try:
+            r = searcher.query(f)
+            rows.append(ScoreRow.from_result(QueryResult(**{**r.__dict__, "file": name})))
+        except MusicIdxError as e:
+            rows.append(ScoreRow(name, status="error", error=e.reason))
+        except Exception as e:  # a batch keeps going; the reason names what broke
+            rows.append(ScoreRow(name, status="error", error=f"unexpected {type(e).__name__}: {e}"))
+        if on_done is not None:
+            on_done(i, len(files))
+    return rows
