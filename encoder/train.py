@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import FeatureConfig, ModelConfig, TrainConfig
-from .model import Encoder, embed
+from .model import Encoder
 
 
 @dataclass
@@ -91,8 +91,9 @@ def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, *, margin: float, mini
 
     ``batch-hard`` (Hermans et al. 2017): per anchor, its farthest positive and nearest
     negative.  ``batch-all``: the mean over every triplet of the batch that still violates
-    the margin.  A ``margin <= 0`` means the soft margin ``softplus(d_ap - d_an)``.  ``semi-hard`` (Schroff et al. 2015, FaceNet): per anchor-positive pair, the
-    nearest negative farther than the positive, else the farthest negative.
+    the margin.  ``semi-hard`` (Schroff et al. 2015, FaceNet): per anchor-positive pair, the
+    nearest negative farther than the positive, else the farthest negative.  A ``margin <= 0``
+    means the soft margin ``softplus(d_ap - d_an)``.
     """
     d = pairwise_distances(emb)
     same = labels[:, None] == labels[None, :]
@@ -157,46 +158,20 @@ def augment(x: torch.Tensor, *, crop_frames: int, max_shift: int, gen: torch.Gen
     return x
 
 
-def knn_track_accuracy(
-    ref_emb: np.ndarray,
-    ref_label: np.ndarray,
-    q_emb: np.ndarray,
-    q_label: np.ndarray,
-    q_track: np.ndarray,
-    *,
-    k: int = 10,
-) -> tuple[float, float]:
-    """Track-level (accuracy, balanced accuracy) of a similarity-weighted k-NN vote."""
-    sim = q_emb @ ref_emb.T
-    k = min(k, len(ref_emb))
-    nn_idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    n_classes = int(max(ref_label.max(), q_label.max())) + 1
-    votes = np.zeros((len(q_emb), n_classes))
-    for j in range(k):
-        np.add.at(
-            votes,
-            (np.arange(len(q_emb)), ref_label[nn_idx[:, j]]),
-            np.clip(sim[np.arange(len(q_emb)), nn_idx[:, j]], 0, None),
-        )
-    tracks = np.unique(q_track)
-    pred = np.array([votes[q_track == t].sum(0).argmax() for t in tracks])
-    true = np.array([q_label[q_track == t][0] for t in tracks])
-    acc = float((pred == true).mean())
-    recalls = [float((pred[true == c] == c).mean()) for c in np.unique(true)]
-    return acc, float(np.mean(recalls))
-
-
 def train_encoder(
     train: TrainingData,
-    val: TrainingData | None,
     *,
     features: FeatureConfig,
     model_config: ModelConfig,
     train_config: TrainConfig,
+    validate: Callable[[Encoder], tuple[float, float]] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
-    """Train an :class:`Encoder`; with ``val``, keep the epoch of best validation balanced
-    k-NN accuracy (ties: the later epoch), else the last epoch."""
+    """Train an :class:`Encoder`.
+
+    ``validate(model)`` returns (accuracy, balanced accuracy) on held-out data; with it, the
+    epoch of best balanced accuracy is kept (ties: the later epoch), else the last epoch.
+    """
     tc = train_config
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -227,10 +202,9 @@ def train_encoder(
             losses.append(float(loss.detach()))
             active.append(act)
         acc = bacc = None
-        if val is not None and len(val.feats):
-            ref = embed(model, train.feats)
-            q = embed(model, val.feats)
-            acc, bacc = knn_track_accuracy(ref, train.label, q, val.label, val.track)
+        if validate is not None:
+            model.eval()
+            acc, bacc = validate(model)
             if bacc >= best_score:
                 best_score, best_epoch = bacc, epoch
                 best_state = copy.deepcopy(model.state_dict())
@@ -238,7 +212,7 @@ def train_encoder(
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)
-    if val is not None and len(val.feats):
+    if validate is not None:
         model.load_state_dict(best_state)
     else:
         best_epoch = tc.epochs

@@ -56,7 +56,7 @@ class Corpus:
     def cached_tracks(self) -> int:
         return sum(f.cached for f in self.features)
 
-    def subset(self, idx: Sequence[int]) -> Corpus:
+    def subset(self, idx: Sequence[int] | np.ndarray) -> Corpus:
         return Corpus(
             [self.tracks[i] for i in idx],
             [self.features[i] for i in idx],
@@ -139,7 +139,7 @@ class ClipArrays:
     start: np.ndarray
 
 
-def stack_clips(corpus: Corpus, idx: Sequence[int]) -> ClipArrays:
+def stack_clips(corpus: Corpus, idx: Sequence[int] | np.ndarray) -> ClipArrays:
     feats = [corpus.features[i].feats for i in idx]
     track = [np.full(len(f), i, dtype=np.int64) for i, f in zip(idx, feats)]
     starts = [corpus.features[i].starts for i in idx]
@@ -169,10 +169,46 @@ class FitReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _embed_tracks(model: Any, clips: ClipArrays) -> np.ndarray:
+@dataclass
+class TrackScores:
+    """Per query track: true label, predicted label and novelty."""
+
+    truth: np.ndarray
+    pred: np.ndarray
+    novelty: np.ndarray
+
+    def accuracy(self) -> tuple[float, float]:
+        """(accuracy, balanced accuracy = mean recall over the composers present)."""
+        if len(self.truth) == 0:
+            return float("nan"), float("nan")
+        hit = self.pred == self.truth
+        return float(hit.mean()), float(np.mean([hit[self.truth == c].mean() for c in np.unique(self.truth)]))
+
+
+def score_tracks(
+    model: Any,
+    ref: ClipArrays,
+    ref_clip_label: np.ndarray,
+    query: ClipArrays,
+    track_label: np.ndarray,
+    *,
+    n_labels: int,
+    k: int,
+) -> TrackScores:
+    """Index ``ref``'s clips, then vote and measure novelty for every track of ``query``,
+    exactly as a query against a saved index does."""
     from musicidx.encoder.model import embed
 
-    return embed(model, clips.feats)
+    index, _ = make_faiss_index(model.config.embedding_dim, len(ref.feats), "flat")
+    index.add_with_ids(embed(model, ref.feats), np.arange(len(ref.feats), dtype=np.int64))
+    q_emb = embed(model, query.feats)
+    tracks = np.unique(query.track)
+    pred, novelty = np.empty(len(tracks), np.int64), np.empty(len(tracks))
+    for i, t in enumerate(tracks):
+        nb = search(index, q_emb[query.track == t], k)
+        pred[i] = int(np.argmax(vote(nb, ref_clip_label, n_labels)))
+        novelty[i] = track_novelty(nb, k)
+    return TrackScores(track_label[tracks], pred, novelty)
 
 
 def fit_index(
@@ -191,6 +227,7 @@ def fit_index(
     """
     import torch
 
+    from musicidx.encoder.model import embed
     from musicidx.encoder.train import TrainingData, train_encoder
 
     mc = model_config or ModelConfig()
@@ -206,45 +243,34 @@ def fit_index(
         [t.composer for t in corpus.tracks], [t.work for t in corpus.tracks], val_fraction=tc.val_fraction, seed=tc.seed
     )
     tr, va = stack_clips(corpus, tr_idx), stack_clips(corpus, val_idx)
-    train_data = TrainingData(tr.feats, track_label[tr.track], tr.track)
-    val_data = TrainingData(va.feats, track_label[va.track], va.track)
+    n_labels = len(composers)
+
+    def held_out(model: Any) -> TrackScores:
+        return score_tracks(model, tr, track_label[tr.track], va, track_label, n_labels=n_labels, k=k)
+
     result = train_encoder(
-        train_data,
-        val_data,
+        TrainingData(tr.feats, track_label[tr.track], tr.track),
         features=corpus.feature_config,
         model_config=mc,
         train_config=tc,
+        validate=(lambda m: held_out(m).accuracy()) if len(val_idx) else None,
         on_epoch=None if progress is None else (lambda s: progress("training", s.epoch, tc.epochs)),
     )
     model = result.model
     timings["train"] = time.monotonic() - t0
 
-    # Calibrate: index the training split only, score the held-out works' tracks.
+    # Calibrate: the training split is the index, the held-out works' tracks are the queries.
     t0 = time.monotonic()
-    tr_emb = _embed_tracks(model, tr)
-    va_emb = _embed_tracks(model, va)
-    cal_index, _ = make_faiss_index(mc.embedding_dim, len(tr_emb), "flat")
-    cal_index.add_with_ids(tr_emb, np.arange(len(tr_emb), dtype=np.int64))
-    tr_clip_label = track_label[tr.track]
-    novelties, correct, truth = [], [], []
-    for t in val_idx:
-        rows = va.track == t
-        nb = search(cal_index, va_emb[rows], k)
-        novelties.append(track_novelty(nb, k))
-        correct.append(int(np.argmax(vote(nb, tr_clip_label, len(composers)))))
-        truth.append(int(track_label[t]))
-    threshold = calibrate_threshold(np.asarray(novelties), accept_rate)
-    pred_a, true_a = np.asarray(correct), np.asarray(truth)
-    val_acc = float((pred_a == true_a).mean()) if len(true_a) else None
-    val_bacc = float(np.mean([(pred_a[true_a == c] == c).mean() for c in np.unique(true_a)])) if len(true_a) else None
+    scores = held_out(model)
+    threshold = calibrate_threshold(scores.novelty, accept_rate)
+    val_acc, val_bacc = scores.accuracy()
     timings["calibrate"] = time.monotonic() - t0
 
     # The index proper: every track.
     t0 = time.monotonic()
     all_idx = np.arange(len(corpus.tracks))
     every = stack_clips(corpus, all_idx)
-    by_track = {int(t): e[arr.track == t] for arr, e in ((tr, tr_emb), (va, va_emb)) for t in np.unique(arr.track)}
-    emb = np.concatenate([by_track[int(t)] for t in all_idx])  # same order as every.feats
+    emb = embed(model, every.feats)
     index, kind = make_faiss_index(mc.embedding_dim, len(emb), faiss_kind)
     index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
     if progress is not None:

@@ -45,12 +45,19 @@ def track_novelty(nb: Neighbours, k: int) -> float:
     return float(np.median(clip_novelty(nb, k)))
 
 
-def vote(nb: Neighbours, clip_labels: np.ndarray, n_labels: int) -> np.ndarray:
+def vote(nb: Neighbours, clip_labels: np.ndarray, n_labels: int, *, balanced: bool = True) -> np.ndarray:
     """Similarity-weighted votes per label summed over every clip's neighbours, normalised
-    to sum to 1.  ``clip_labels[id]`` is the label of index clip ``id``."""
+    to sum to 1.  ``clip_labels[id]`` is the label of index clip ``id``.
+
+    With ``balanced`` each label's votes are divided by its share of the index, so that a
+    composer with many tracks does not win by numbers alone (a uniform prior over composers).
+    """
     valid = nb.ids >= 0
     weights = np.clip(1.0 - nb.dist, 0.0, None)[valid]
     votes = np.bincount(clip_labels[nb.ids[valid]], weights=weights, minlength=n_labels).astype(np.float64)
+    if balanced:
+        counts = np.bincount(clip_labels, minlength=n_labels).astype(np.float64)
+        votes = np.divide(votes, counts, out=np.zeros_like(votes), where=counts > 0)
     total = votes.sum()
     return votes / total if total > 0 else np.full(n_labels, 1.0 / max(n_labels, 1))
 

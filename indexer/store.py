@@ -80,6 +80,7 @@ def make_faiss_index(dim: int, n: int, kind: str = "auto") -> tuple[Any, str]:
 
     if kind == "auto":
         kind = "flat" if n <= 100_000 else "hnsw"
+    base: Any
     if kind == "flat":
         base = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":

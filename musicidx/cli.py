@@ -191,6 +191,22 @@ def info(index_dir: Path, as_json: bool) -> None:
     click.echo(json.dumps(m, indent=2) if as_json else _render_info(m, index_dir))
 
 
+@cli.command(name="eval")
+@click.argument("midi_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Grouped CV folds.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write report.json and plots here.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
+@json_option
+def eval_(midi_dir: Path, folds: int, report_dir: Path | None, seed: int, workers: int | None, as_json: bool) -> None:
+    """Grouped cross-validation (closed set) and leave-one-composer-out (open set)."""
+    from musicidx.query.evaluate import evaluate, write_report
+
+    report = evaluate(midi_dir, folds=folds, seed=seed, workers=workers, progress=Progress())
+    written = write_report(report, report_dir) if report_dir else []
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else _render_eval(report, written))
+
+
 def _bar(stage: str) -> Any:
     p = Progress()
     return lambda done, total: p(stage, done, total)
@@ -235,7 +251,8 @@ def _render_build(r: Any) -> str:
         f"validation   {f.val_tracks} held-out tracks: accuracy {_fmt(f.val_accuracy)}, "
         f"balanced accuracy {_fmt(f.val_balanced_accuracy)} (best epoch {f.best_epoch})",
         f"novelty      threshold {f.threshold:.4f} (accepts {f.accept_rate:.0%} of held-out known-composer tracks)",
-        f"rendered     {r.rendered_seconds / 60:.1f} min of audio with {r.soundfont.name}; {r.cached_tracks} tracks from cache",
+        f"rendered     {r.rendered_seconds / 60:.1f} min of audio with {r.soundfont.name}; "
+        f"{r.cached_tracks} tracks from cache",
         f"faiss        {f.faiss_kind}, k={f.k}",
         "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items()),
     ]
@@ -264,22 +281,44 @@ def _render_answer(a: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _render_eval(r: Any, written: list[Path]) -> str:
+    c, o = r.closed, r.open
+    lines = [
+        f"closed set   {c['tracks']} tracks, grouped {r.folds}-fold CV by work: accuracy {c['accuracy']:.3f}, "
+        f"balanced accuracy {c['balanced_accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}",
+        "  recall     " + ", ".join(f"{k} {v:.2f}" for k, v in c["recall"].items()),
+    ]
+    if o:
+        lines.append("open set     leave-one-composer-out (unknown = left-out composer):")
+        for name, m in {**o["per_composer"], "mean": o["mean"]}.items():
+            lines.append(
+                f"  {name:<10} AUROC {m['auroc']:.3f}  FPR@95%TPR {m['fpr_at_95tpr']:.3f}  OSCR {m['oscr']:.3f}  "
+                f"flagged new: unknown {m['unknown_flagged']:.2f}, known {m['known_flagged']:.2f}"
+            )
+    lines.append(f"time         {r.seconds:.0f}s")
+    lines += [f"wrote        {p}" for p in written]
+    return "\n".join(lines)
+
+
 def _render_info(m: dict[str, Any], where: Path) -> str:
     feats, nov, counts = m["features"], m["novelty"], m["counts"]
     val = m.get("validation", {})
     return "\n".join(
         [
-            f"index          {where} (format {m['format_version']}, musicidx {m['musicidx_version']}, created {m['created']})",
+            f"index          {where} (format {m['format_version']}, musicidx {m['musicidx_version']}, "
+            f"created {m['created']})",
             "composers      " + ", ".join(f"{c} ({n})" for c, n in m["composers"].items()),
             f"counts         {counts['tracks']} tracks, {counts['works']} works, {counts['clips']} clips",
             f"features       {feats['sample_rate']} Hz, CQT {feats['n_bins']} bins from {feats['fmin']:.1f} Hz, hop "
             f"{feats['hop_length']}, {feats['clips_per_track']} clips x {feats['clip_seconds']:g}s",
             f"soundfont      {m['soundfont']['name']} (sha256 {m['soundfont']['sha256'][:12]}...)",
-            f"encoder        {m['embedding_dim']}-d, channels {m['model']['channels']}, sha256 {m['encoder_sha256'][:12]}...",
+            f"encoder        {m['embedding_dim']}-d, channels {m['model']['channels']}, "
+            f"sha256 {m['encoder_sha256'][:12]}...",
             f"faiss          {m['faiss']['type']} ({m['faiss']['metric']}), {m['faiss']['ntotal']} vectors, k={m['k']}",
             f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "
             f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works",
-            f"validation     accuracy {_fmt(val.get('accuracy'))}, balanced accuracy {_fmt(val.get('balanced_accuracy'))}",
+            f"validation     accuracy {_fmt(val.get('accuracy'))}, "
+            f"balanced accuracy {_fmt(val.get('balanced_accuracy'))}",
             f"skipped        {len(m.get('skipped', []))} file(s)",
         ]
     )
