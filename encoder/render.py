@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import FeatureConfig
-from .errors import DependencyError, InvalidMidiError, SynthesisError
+from .errors import ConfigMismatchError, DependencyError, InvalidMidiError, SynthesisError
 
 if TYPE_CHECKING:
     import pretty_midi
@@ -144,6 +144,27 @@ def find_soundfont(explicit: str | Path | None = None) -> SoundFont:
         if f.read(4) != b"RIFF":
             raise DependencyError("not a SoundFont (no RIFF header); pass another with --soundfont", path=chosen)
     return SoundFont(chosen.resolve(), file_sha256(chosen))
+
+
+def matching_soundfont(recorded: dict[str, str], given: str | Path | None) -> SoundFont:
+    """The SoundFont to render queries with: it must be the one the index was built with.
+
+    An explicit choice (``given`` or ``$MUSICIDX_SOUNDFONT``) must match; otherwise the
+    recorded path and the usual places are searched for a file with the recorded sha256.
+    """
+    want = recorded.get("sha256")
+    if given is None and not os.environ.get("MUSICIDX_SOUNDFONT"):
+        for p in [recorded.get("path"), *soundfont_candidates(), bundled_soundfont()]:
+            if p and Path(p).is_file() and file_sha256(p) == want:
+                return SoundFont(Path(p).resolve(), want)
+    sf = find_soundfont(given)
+    if sf.sha256 != want:
+        raise ConfigMismatchError(
+            f"the index was rendered with SoundFont {recorded.get('name')} (sha256 {str(want)[:12]}...), "
+            f"this run found {sf.name} ({sf.path}, sha256 {sf.sha256[:12]}...); pass the index's SoundFont with "
+            "--soundfont or set MUSICIDX_SOUNDFONT"
+        )
+    return sf
 
 
 # --------------------------------------------------------------------------- MIDI

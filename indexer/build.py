@@ -13,7 +13,10 @@ fold on the same prepared corpus):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.render import SoundFont, find_soundfont
 
 from .corpus import CorpusError, Track, scan_corpus
-from .features import TrackFeatures, default_cache_dir, extract_many
+from .features import FEATURES_VERSION, TrackFeatures, default_cache_dir, extract_many
 from .neighbours import calibrate_threshold, search, track_novelty, vote
 from .store import FORMAT_VERSION, IndexContents, make_faiss_index, package_version, save_index, utc_now
 
@@ -47,6 +50,7 @@ class Corpus:
     feature_config: FeatureConfig
     root: Path
     seconds: float = 0.0
+    cache_base: Path | None = None  # where features (and trained encoders) are cached
 
     @property
     def rendered_seconds(self) -> float:
@@ -64,6 +68,7 @@ class Corpus:
             self.soundfont,
             self.feature_config,
             self.root,
+            cache_base=self.cache_base,
         )
 
 
@@ -108,9 +113,10 @@ def prepare_corpus(
         else:
             kept_t.append(t)
             kept_f.append(r)
-    if len({t.composer for t in kept_t}) < 2:
-        raise CorpusError("need usable MIDI files of at least two composers to train", path=midi_dir)
-    return Corpus(kept_t, kept_f, skipped, sf, cfg, Path(midi_dir), time.monotonic() - began)
+    if not kept_t:
+        raise CorpusError(f"none of the {len(tracks)} MIDI files could be used", path=midi_dir)
+    base = None if cache is None else Path(cache)
+    return Corpus(kept_t, kept_f, skipped, sf, cfg, Path(midi_dir), time.monotonic() - began, base)
 
 
 def split_by_work(
@@ -167,6 +173,72 @@ class FitReport:
     history: list[dict[str, Any]]
     faiss_kind: str
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+class TrainedCache:
+    """Trained encoders keyed by everything training depends on: the content, composer and work
+    of every track in order, the feature, model and training configs, k and the code version.
+
+    Training is deterministic given those, so an unchanged rebuild reuses the encoder instead
+    of training again; any change to a file, a label or a config trains anew.
+    """
+
+    VERSION = 1
+
+    def __init__(self, base: Path | None) -> None:
+        self.root = None if base is None else base / f"encoders-v{self.VERSION}"
+
+    @staticmethod
+    def key(corpus: Corpus, mc: ModelConfig, tc: TrainConfig, k: int) -> str:
+        h = hashlib.sha256()
+        for t, f in zip(corpus.tracks, corpus.features):
+            h.update(f"{f.sha256}|{t.composer}|{t.work}\n".encode())
+        parts = [corpus.feature_config.to_dict(), corpus.soundfont.sha256, mc.to_dict(), tc.to_dict(), k]
+        h.update(json.dumps([*parts, FEATURES_VERSION, TrainedCache.VERSION], sort_keys=True).encode())
+        return h.hexdigest()
+
+    def get(self, key: str, features: FeatureConfig, mc: ModelConfig) -> Any:
+        if self.root is None:
+            return None
+        import torch
+
+        from musicidx.encoder.model import Encoder
+        from musicidx.encoder.train import EpochStats, TrainResult
+
+        try:
+            meta = json.loads((self.root / f"{key}.json").read_text())
+            state = torch.load(self.root / f"{key}.pt", map_location="cpu", weights_only=True)
+            model = Encoder(mc, features)
+            model.load_state_dict(state)
+        except (OSError, ValueError, RuntimeError, KeyError):  # missing or damaged: train again
+            return None
+        model.eval()
+        return TrainResult(model, int(meta["best_epoch"]), [EpochStats(**h) for h in meta["history"]])
+
+    def put(self, key: str, result: Any) -> None:
+        if self.root is None:
+            return
+        import torch
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for suffix, write in (
+                (".pt", lambda f: torch.save(result.model.state_dict(), f)),
+                (
+                    ".json",
+                    lambda f: f.write(
+                        json.dumps(
+                            {"best_epoch": result.best_epoch, "history": [h.__dict__ for h in result.history]}
+                        ).encode()
+                    ),
+                ),
+            ):
+                fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+                os.replace(tmp, self.root / f"{key}{suffix}")
+        except OSError:
+            pass  # a read-only or full cache must not fail the build
 
 
 @dataclass
@@ -232,6 +304,8 @@ def fit_index(
 
     mc = model_config or ModelConfig()
     tc = train_config or TrainConfig()
+    if len({t.composer for t in corpus.tracks}) < 2:
+        raise CorpusError("need usable MIDI files of at least two composers to train", path=corpus.root)
     torch.set_num_threads(default_workers())
     composers = sorted({t.composer for t in corpus.tracks})
     label_of = {c: i for i, c in enumerate(composers)}
@@ -248,14 +322,21 @@ def fit_index(
     def held_out(model: Any) -> TrackScores:
         return score_tracks(model, tr, track_label[tr.track], va, track_label, n_labels=n_labels, k=k)
 
-    result = train_encoder(
-        TrainingData(tr.feats, track_label[tr.track], tr.track),
-        features=corpus.feature_config,
-        model_config=mc,
-        train_config=tc,
-        validate=(lambda m: held_out(m).accuracy()) if len(val_idx) else None,
-        on_epoch=None if progress is None else (lambda s: progress("training", s.epoch, tc.epochs)),
-    )
+    cache = TrainedCache(corpus.cache_base)
+    key = cache.key(corpus, mc, tc, k)
+    result = cache.get(key, corpus.feature_config, mc)
+    if result is None:
+        result = train_encoder(
+            TrainingData(tr.feats, track_label[tr.track], tr.track),
+            features=corpus.feature_config,
+            model_config=mc,
+            train_config=tc,
+            validate=(lambda m: held_out(m).accuracy()) if len(val_idx) else None,
+            on_epoch=None if progress is None else (lambda s: progress("training", s.epoch, tc.epochs)),
+        )
+        cache.put(key, result)
+    elif progress is not None:
+        progress("training", tc.epochs, tc.epochs)
     model = result.model
     timings["train"] = time.monotonic() - t0
 
@@ -327,6 +408,7 @@ def fit_index(
                 "tracks": len(val_idx),
                 "works": len({corpus.tracks[i].work for i in val_idx}),
                 "how": "held-out works of known composers, scored against an index of the other works",
+                "track_ids": [int(i) for i in val_idx],
             },
         },
         "validation": {"tracks": len(val_idx), "accuracy": val_acc, "balanced_accuracy": val_bacc},

@@ -181,6 +181,22 @@ def score(folder: Path, index_dir: Path, out: Path, soundfont: Path | None, as_j
 
 
 @cli.command()
+@click.argument("midi_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@index_option
+@click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
+@soundfont_option
+@json_option
+def add(midi_dir: Path, index_dir: Path, workers: int | None, soundfont: Path | None, as_json: bool) -> None:
+    """Enrol MIDI_DIR/<Composer>/*.mid into an index with its encoder (no retraining)."""
+    from dataclasses import asdict
+
+    from musicidx.indexer.enrol import add_to_index
+
+    r = add_to_index(index_dir, midi_dir, workers=workers, soundfont=soundfont, progress=Progress())
+    click.echo(json.dumps(asdict(r), indent=2, default=str) if as_json else _render_add(r))
+
+
+@cli.command()
 @index_option
 @json_option
 def info(index_dir: Path, as_json: bool) -> None:
@@ -297,6 +313,20 @@ def _render_eval(r: Any, written: list[Path]) -> str:
             )
     lines.append(f"time         {r.seconds:.0f}s")
     lines += [f"wrote        {p}" for p in written]
+    return "\n".join(lines)
+
+
+def _render_add(r: Any) -> str:
+    lines = [
+        f"index        {r.index}",
+        f"added        {r.added_tracks} tracks, {r.added_clips} clips"
+        + (f"; new composers: {', '.join(r.new_composers)}" if r.new_composers else ""),
+        f"novelty      threshold {r.threshold_before:.4f} -> {r.threshold_after:.4f} "
+        f"(recalibrated leave-one-work-out on {r.calibration_tracks} tracks)",
+    ]
+    if r.duplicates:
+        lines.append(f"already in   {len(r.duplicates)} file(s) with the same content were not added again")
+    lines += [f"skipped      {p}: {why}" for p, why in r.skipped]
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
-from musicidx.encoder.render import SoundFont, bundled_soundfont, file_sha256, find_soundfont, soundfont_candidates
+from musicidx.encoder.render import matching_soundfont
 from musicidx.indexer.corpus import is_midi_name
 from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote
@@ -85,7 +85,7 @@ class Searcher:
         if self.k < 1:
             raise MusicIdxError(f"k must be at least 1, got {self.k}")
         self.threshold = float(m["novelty"]["threshold"])
-        self.soundfont = _matching_soundfont(m["soundfont"], soundfont)
+        self.soundfont = matching_soundfont(m["soundfont"], soundfont)
         self.cache = FeatureCache(cache_dir)
         self.model = Encoder(self.contents.model_config, self.features)
         try:
@@ -190,27 +190,6 @@ class Searcher:
             )
             for _, (sim, qi, cid) in ranked
         ]
-
-
-def _matching_soundfont(recorded: dict[str, Any], given: str | Path | None) -> SoundFont:
-    """The SoundFont to render queries with: it must be the one the index was built with.
-
-    An explicit choice (``given`` or ``$MUSICIDX_SOUNDFONT``) must match; otherwise the
-    recorded path and the usual places are searched for a file with the recorded sha256.
-    """
-    want = recorded.get("sha256")
-    if given is None and not os.environ.get("MUSICIDX_SOUNDFONT"):
-        for p in [recorded.get("path"), *soundfont_candidates(), bundled_soundfont()]:
-            if p and Path(p).is_file() and file_sha256(p) == want:
-                return SoundFont(Path(p).resolve(), want)
-    sf = find_soundfont(given)
-    if sf.sha256 != want:
-        raise ConfigMismatchError(
-            f"the index was rendered with SoundFont {recorded.get('name')} (sha256 {str(want)[:12]}...), "
-            f"this run found {sf.name} ({sf.path}, sha256 {sf.sha256[:12]}...); pass the index's SoundFont with "
-            "--soundfont or set MUSICIDX_SOUNDFONT"
-        )
-    return sf
 
 
 # ------------------------------------------------------------------------------ batches
