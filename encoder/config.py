@@ -11,10 +11,19 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigMismatchError
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/musicidx`` (``~/.cache/musicidx`` when unset): features, trained
+    encoders, CQT kernels and file hashes are cached there."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "musicidx"
 
 
 def _from_dict(cls: Any, data: dict[str, Any]) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import FeatureConfig
+from .config import FeatureConfig, default_cache_dir
 from .errors import ConfigMismatchError, DependencyError, InvalidMidiError, SynthesisError
 
 if TYPE_CHECKING:
@@ -91,6 +92,31 @@ def file_sha256(path: str | Path) -> str:
     return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
 
 
+def soundfont_sha256(path: str | Path) -> str:
+    """sha256 of a SoundFont, memoised on disk too (a GM SoundFont is ~140 MB: hashing it in
+    every query process would cost more than the query)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    stamp = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    memo = default_cache_dir() / "hashes-v1" / (hashlib.sha256(str(p).encode()).hexdigest()[:32] + ".txt")
+    try:
+        saved_stamp, digest = memo.read_text().split("\n")[:2]
+        if saved_stamp == stamp and len(digest) == 64:
+            return digest
+    except (OSError, ValueError):
+        pass
+    digest = file_sha256(p)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=memo.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{stamp}\n{digest}\n")
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return digest
+
+
 def bundled_soundfont() -> Path:
     """The TimGM6mb SoundFont that pretty_midi ships (6 MB, General MIDI)."""
     import pretty_midi
@@ -143,7 +169,7 @@ def find_soundfont(explicit: str | Path | None = None) -> SoundFont:
     with open(chosen, "rb") as f:
         if f.read(4) != b"RIFF":
             raise DependencyError("not a SoundFont (no RIFF header); pass another with --soundfont", path=chosen)
-    return SoundFont(chosen.resolve(), file_sha256(chosen))
+    return SoundFont(chosen.resolve(), soundfont_sha256(chosen))
 
 
 def matching_soundfont(recorded: dict[str, str], given: str | Path | None) -> SoundFont:
@@ -155,7 +181,7 @@ def matching_soundfont(recorded: dict[str, str], given: str | Path | None) -> So
     want = recorded.get("sha256")
     if given is None and not os.environ.get("MUSICIDX_SOUNDFONT"):
         for p in [recorded.get("path"), *soundfont_candidates(), bundled_soundfont()]:
-            if p and Path(p).is_file() and file_sha256(p) == want:
+            if p and Path(p).is_file() and soundfont_sha256(p) == want:
                 return SoundFont(Path(p).resolve(), want)
     sf = find_soundfont(given)
     if sf.sha256 != want:

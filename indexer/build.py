@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
+from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.render import SoundFont, find_soundfont
 
 from .corpus import CorpusError, Track, scan_corpus
-from .features import FEATURES_VERSION, TrackFeatures, default_cache_dir, extract_many
+from .features import FEATURES_VERSION, TrackFeatures, extract_many
 from .neighbours import calibrate_threshold, search, track_novelty, vote
 from .store import FORMAT_VERSION, IndexContents, make_faiss_index, package_version, save_index, utc_now
 

@@ -27,12 +27,6 @@ from musicidx.encoder.render import SoundFont, file_sha256, load_midi, render_cl
 FEATURES_VERSION = 1
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/musicidx`` (``~/.cache/musicidx`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "musicidx"
-
-
 @dataclass(frozen=True)
 class TrackFeatures:
     """The clips of one file: ``feats[i]`` is the log-CQT of the clip at ``starts[i]`` s."""
