@@ -314,7 +314,10 @@ def fit_index(
 
     t0 = time.monotonic()
     tr_idx, val_idx = split_by_work(
-        [t.composer for t in corpus.tracks], [t.work for t in corpus.tracks], val_fraction=tc.val_fraction, seed=tc.seed
+        [t.composer for t in corpus.tracks],
+        [t.group for t in corpus.tracks],
+        val_fraction=tc.val_fraction,
+        seed=tc.seed,
     )
     tr, va = stack_clips(corpus, tr_idx), stack_clips(corpus, val_idx)
     n_labels = len(composers)
@@ -375,7 +378,7 @@ def fit_index(
         composers=composers,
         n_tracks=len(corpus.tracks),
         n_clips=len(emb),
-        n_works=len({t.work for t in corpus.tracks}),
+        n_works=len({t.group for t in corpus.tracks}),
         val_tracks=len(val_idx),
         val_accuracy=val_acc,
         val_balanced_accuracy=val_bacc,
@@ -406,7 +409,7 @@ def fit_index(
             "accept_rate": accept_rate,
             "calibrated_on": {
                 "tracks": len(val_idx),
-                "works": len({corpus.tracks[i].work for i in val_idx}),
+                "works": len({corpus.tracks[i].group for i in val_idx}),
                 "how": "held-out works of known composers, scored against an index of the other works",
                 "track_ids": [int(i) for i in val_idx],
             },

@@ -27,6 +27,12 @@ class Track:
     path: Path
     rel_path: str
 
+    @property
+    def group(self) -> str:
+        """The unit never split across train and test: a work of one composer (two composers
+        may both have a "Sonata No 1_OP1")."""
+        return f"{self.composer}/{self.work}"
+
 
 def work_of(path: str | Path) -> str:
     """The work a file belongs to: title and catalogue id for names in the challenge's pattern

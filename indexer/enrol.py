@@ -107,7 +107,10 @@ def add_to_index(
     cal = m["novelty"]["calibrated_on"]
     cal_tracks = sorted(set(cal.get("track_ids", [])) | set(track_id.values()))
     all_track = contents.clips.column("track_id").to_numpy()
-    all_work = np.asarray(contents.clips.column("work").to_pylist(), dtype=object)
+    composers_col = contents.clips.column("composer").to_pylist()
+    all_work = np.asarray(
+        [f"{c}/{w}" for c, w in zip(composers_col, contents.clips.column("work").to_pylist())], dtype=object
+    )
     novelties = []
     for t in cal_tracks:
         ids = np.flatnonzero(all_track == t)

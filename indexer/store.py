@@ -126,7 +126,8 @@ def save_index(contents: IndexContents, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not out.is_dir():
         raise IndexFormatError("exists and is not a directory", path=out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _remove_stale_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         blob = encoder_bytes(contents.encoder_state)
         (tmp / ENCODER_FILE).write_bytes(blob)
@@ -142,6 +143,27 @@ def save_index(contents: IndexContents, out: str | Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # after a swap, tmp holds the previous index
     return out
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.NAME.tmp-PID-*`` folders left by builds that were killed (their PID is gone)."""
+    for d in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            pid = int(d.name[len(f".{out.name}.tmp-") :].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(p: Path) -> None:

@@ -137,7 +137,7 @@ def evaluate(
     )
     composers = sorted({t.composer for t in corpus.tracks})
     label = np.array([composers.index(t.composer) for t in corpus.tracks])
-    works = [t.work for t in corpus.tracks]
+    works = [t.group for t in corpus.tracks]
     n = len(composers)
     step: Callable[[int, int], None] = (lambda d, t: progress("eval", d, t)) if progress else (lambda d, t: None)
     total_fits = folds + (n if open_set else 0)
