@@ -122,17 +122,26 @@ def prepare_corpus(
 def split_by_work(
     composers: Sequence[str], works: Sequence[str], *, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Track indices (train, val): works held out whole, stratified by composer."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    """Track indices (train, val): works held out whole, stratified by composer where every
+    composer has enough tracks for it (else a plain grouped split of the same size)."""
+    import warnings
 
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+    y, groups = np.asarray(composers), np.asarray(works)
+    if len(set(works)) < 2:
+        raise CorpusError("need at least two distinct works to hold one out for validation")
     n_splits = max(2, int(round(1.0 / val_fraction)))
-    y = np.asarray(composers)
-    groups = np.asarray(works)
-    n_groups_min = min(len(set(groups[y == c])) for c in set(composers))
-    if len(set(works)) < n_splits or n_groups_min < 1:
-        raise CorpusError(f"need at least {n_splits} distinct works to hold some out for validation")
-    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train, val = next(sgkf.split(np.zeros(len(y)), y, groups))
+    min_members = min(int((y == c).sum()) for c in set(composers))
+    x = np.zeros(len(y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" on small corpora
+        if min_members >= 2:
+            sgkf = StratifiedGroupKFold(n_splits=min(n_splits, min_members), shuffle=True, random_state=seed)
+            train, val = next(sgkf.split(x, y, groups))
+        else:
+            gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+            train, val = next(gss.split(x, y, groups))
     return np.sort(train), np.sort(val)
 
 

@@ -36,6 +36,12 @@ def grouped_folds(
     """(train, test) track indices: works never straddle a split, composers stratified."""
     from sklearn.model_selection import StratifiedGroupKFold
 
+    for c in sorted(set(composers)):
+        n_works = len({w for w, k in zip(works, composers) if k == c})
+        if n_works < n_folds:
+            raise MusicIdxError(
+                f"composer {c} has {n_works} work(s); grouped {n_folds}-fold CV needs {n_folds} (use --folds)"
+            )
     sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [(np.sort(a), np.sort(b)) for a, b in sgkf.split(np.zeros(len(composers)), composers, works)]
 
