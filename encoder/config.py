@@ -134,6 +134,7 @@ class TrainConfig:
     crop_seconds: float = 8.0  # random crop of each clip during training
     max_transpose: int = 2  # semitones (CQT bins x bins_per_octave/12) of random roll
     val_fraction: float = 0.2  # share of works held out for validation and calibration
+    program_variants: int = 0  # re-orchestrated renderings of each track (GM programs remapped)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -307,12 +308,14 @@ class Synth:
             self._fs.cc(ch, 11, 127)
             self._fs.pitch_bend(ch, 0)
 
-    def render_window(self, pm: pretty_midi.PrettyMIDI, start: float, cfg: FeatureConfig) -> np.ndarray:
+    def render_window(
+        self, pm: pretty_midi.PrettyMIDI, start: float, cfg: FeatureConfig, programs: Mapping[int, int] | None = None
+    ) -> np.ndarray:
         """Render ``[start, start + clip_seconds)`` of ``pm`` as mono float32 in [-1, 1]."""
         sr = cfg.sample_rate
         t0 = max(0.0, start - cfg.preroll_seconds)
         t1 = start + cfg.clip_seconds
-        events = _window_events(pm, t0, t1)
+        events = _window_events(pm, t0, t1, programs or {})
         self._reset()
         programs_set: dict[int, tuple[int, int]] = {}
         chunks: list[np.ndarray] = []
@@ -360,7 +363,9 @@ def _channels(pm: pretty_midi.PrettyMIDI) -> list[int]:
     return out
 
 
-def _window_events(pm: pretty_midi.PrettyMIDI, t0: float, t1: float) -> list[tuple[float, int, str, int, int, int]]:
+def _window_events(
+    pm: pretty_midi.PrettyMIDI, t0: float, t1: float, programs: Mapping[int, int]
+) -> list[tuple[float, int, str, int, int, int]]:
     """The events that make ``[t0, t1)`` sound as in the whole piece, sorted in time.
 
     Each event is ``(time, order, kind, channel, a, b)``; at equal times program changes
@@ -369,7 +374,7 @@ def _window_events(pm: pretty_midi.PrettyMIDI, t0: float, t1: float) -> list[tup
     ev: list[tuple[float, int, str, int, int, int]] = []
     for inst, ch in zip(pm.instruments, _channels(pm)):
         bank = 128 if inst.is_drum else 0
-        ev.append((t0, 0, "program", ch, bank, 0 if inst.is_drum else inst.program))
+        ev.append((t0, 0, "program", ch, bank, 0 if inst.is_drum else programs.get(inst.program, inst.program)))
         state: dict[int, int] = {}
         for c in inst.control_changes:
             if c.number not in _CONTROLLERS:
@@ -425,16 +430,23 @@ def render_clips(
     cfg: FeatureConfig,
     soundfont: SoundFont,
     path: str | Path | None = None,
+    programs: Mapping[int, int] | None = None,
+    starts: np.ndarray | None = None,
 ) -> RenderedClips:
-    """Render the clip windows of ``pm``; silent windows are dropped, all-silent is an error."""
+    """Render the clip windows of ``pm``; silent windows are dropped, all-silent is an error.
+
+    ``programs`` remaps General MIDI programs (drums excepted), for re-orchestrated training
+    renderings; ``starts`` renders exactly those windows and keeps them all (so a re-orchestrated
+    rendering lines up clip by clip with the original).
+    """
     synth = get_synth(soundfont, cfg.sample_rate)
     began = time.monotonic()
     clips, kept = [], []
     rendered = 0.0
-    for s in clip_starts(pm, cfg):
-        audio = synth.render_window(pm, float(s), cfg)
+    for s in clip_starts(pm, cfg) if starts is None else starts:
+        audio = synth.render_window(pm, float(s), cfg, programs)
         rendered += cfg.clip_seconds + min(cfg.preroll_seconds, float(s))
-        if float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) >= cfg.silence_rms:
+        if starts is not None or float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) >= cfg.silence_rms:
             clips.append(audio)
             kept.append(float(s))
         if time.monotonic() - began > MAX_RENDER_SECONDS:
@@ -442,3 +454,23 @@ def render_clips(
     if not clips:
         raise SynthesisError("renders to silence (are its instruments missing from the SoundFont?)", path=path)
     return RenderedClips(np.stack(clips), np.asarray(kept), float(pm.get_end_time()), rendered)
+
+
+#: Programs a re-orchestration draws from, across the General MIDI families: keyboards,
+#: organ, guitar, solo and ensemble strings, harp, brass, reeds, pipes, mallets.
+ORCHESTRATION_POOL = (0, 1, 6, 19, 24, 40, 41, 42, 43, 46, 48, 56, 57, 60, 64, 68, 70, 71, 73, 11)
+
+
+def reorchestration(programs: list[int], *, key: str, variant: int) -> dict[int, int]:
+    """A deterministic remap of ``programs`` for augmentation ``variant`` of the file ``key``:
+    each program moves within its GM family (same ``program // 8``) or, half of the time, to
+    another family from :data:`ORCHESTRATION_POOL`."""
+    rng = np.random.default_rng([int(key[:16], 16), variant])
+    out = {}
+    for p in sorted(set(programs)):
+        if rng.random() < 0.5:
+            family = [q for q in range(p // 8 * 8, p // 8 * 8 + 8) if q != p]
+            out[p] = int(rng.choice(family))
+        else:
+            out[p] = int(rng.choice([q for q in ORCHESTRATION_POOL if q != p]))
+    return out

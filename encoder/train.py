@@ -26,6 +26,7 @@ class TrainingData:
     feats: np.ndarray  # (n_clips, n_bins, frames) float32 or float16
     label: np.ndarray  # (n_clips,) int
     track: np.ndarray  # (n_clips,) int
+    views: tuple[np.ndarray, ...] = ()  # re-orchestrated renderings, row-aligned with feats
 
     def __post_init__(self) -> None:
         if not (len(self.feats) == len(self.label) == len(self.track)):
@@ -183,7 +184,7 @@ def train_encoder(
     sampler = PKSampler(train.label, train.track, tc.clips_per_composer, rng)
     crop = min(features.frames_per_clip, int(round(tc.crop_seconds * features.sample_rate / features.hop_length)))
     shift = tc.max_transpose * features.bins_per_octave // 12
-    feats_t = torch.from_numpy(np.asarray(train.feats))
+    views_t = [torch.from_numpy(np.asarray(v)) for v in (train.feats, *train.views)]
     labels_t = torch.from_numpy(np.asarray(train.label, dtype=np.int64))
 
     best_state, best_epoch, best_score = copy.deepcopy(model.state_dict()), tc.epochs, -1.0
@@ -193,7 +194,10 @@ def train_encoder(
         losses, active = [], []
         for _ in range(tc.batches_per_epoch):
             idx = torch.from_numpy(sampler.batch())
-            x = augment(feats_t[idx].float(), crop_frames=crop, max_shift=shift, gen=gen)
+            # each clip from a random rendering: the original or a re-orchestration
+            pick = torch.randint(0, len(views_t), (len(idx),), generator=gen).tolist()
+            x = torch.stack([views_t[v][i] for v, i in zip(pick, idx.tolist())]).float()
+            x = augment(x, crop_frames=crop, max_shift=shift, gen=gen)
             loss, act = triplet_loss(model(x), labels_t[idx], margin=tc.margin, mining=tc.mining)
             opt.zero_grad()
             loss.backward()

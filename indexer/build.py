@@ -84,6 +84,7 @@ def prepare_corpus(
     cache_dir: str | Path | None | bool = True,
     workers: int | None = None,
     strict: bool = False,
+    variants: int = 0,
     progress: Progress | None = None,
 ) -> Corpus:
     """Scan ``midi_dir`` and extract the features of every file.
@@ -102,6 +103,7 @@ def prepare_corpus(
         soundfont=sf,
         cache_dir=cache,
         workers=workers or default_workers(),
+        variants=variants,
         on_done=None if progress is None else (lambda d, n: progress("features", d, n)),
     )
     kept_t, kept_f, skipped = [], [], []
@@ -152,6 +154,7 @@ class ClipArrays:
     feats: np.ndarray
     track: np.ndarray  # index into the corpus' tracks
     start: np.ndarray
+    views: tuple[np.ndarray, ...] = ()  # re-orchestrated renderings, row-aligned with feats
 
 
 def stack_clips(corpus: Corpus, idx: Sequence[int] | np.ndarray) -> ClipArrays:
@@ -161,7 +164,19 @@ def stack_clips(corpus: Corpus, idx: Sequence[int] | np.ndarray) -> ClipArrays:
     if not feats:
         n = corpus.feature_config
         return ClipArrays(np.zeros((0, n.n_bins, n.frames_per_clip), np.float16), np.zeros(0, np.int64), np.zeros(0))
-    return ClipArrays(np.concatenate(feats), np.concatenate(track), np.concatenate(starts))
+    n_views = min((len(corpus.features[i].views) for i in idx), default=0)
+    views = tuple(np.concatenate([corpus.features[i].views[v] for i in idx]) for v in range(n_views))
+    return ClipArrays(np.concatenate(feats), np.concatenate(track), np.concatenate(starts), views)
+
+
+def thin_clips(clips: ClipArrays, *, per_track: int) -> ClipArrays:
+    """At most ``per_track`` clips of each track, evenly spaced (deterministic)."""
+    keep = []
+    for t in np.unique(clips.track):
+        rows = np.flatnonzero(clips.track == t)
+        keep.append(rows[np.unique(np.linspace(0, len(rows) - 1, min(per_track, len(rows))).round().astype(int))])
+    idx = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    return ClipArrays(clips.feats[idx], clips.track[idx], clips.start[idx])
 
 
 @dataclass
@@ -331,19 +346,21 @@ def fit_index(
     tr, va = stack_clips(corpus, tr_idx), stack_clips(corpus, val_idx)
     n_labels = len(composers)
 
-    def held_out(model: Any) -> TrackScores:
-        return score_tracks(model, tr, track_label[tr.track], va, track_label, n_labels=n_labels, k=k)
+    def held_out(model: Any, ref: ClipArrays = tr) -> TrackScores:
+        return score_tracks(model, ref, track_label[ref.track], va, track_label, n_labels=n_labels, k=k)
+
+    tr_few = thin_clips(tr, per_track=3)  # per-epoch validation: a cheaper reference set
 
     cache = TrainedCache(corpus.cache_base)
     key = cache.key(corpus, mc, tc, k)
     result = cache.get(key, corpus.feature_config, mc)
     if result is None:
         result = train_encoder(
-            TrainingData(tr.feats, track_label[tr.track], tr.track),
+            TrainingData(tr.feats, track_label[tr.track], tr.track, tr.views),
             features=corpus.feature_config,
             model_config=mc,
             train_config=tc,
-            validate=(lambda m: held_out(m).accuracy()) if len(val_idx) else None,
+            validate=(lambda m: held_out(m, tr_few).accuracy()) if len(val_idx) else None,
             on_epoch=None if progress is None else (lambda s: progress("training", s.epoch, tc.epochs)),
         )
         cache.put(key, result)
@@ -466,6 +483,7 @@ def build_index(
         cache_dir=cache_dir,
         workers=workers,
         strict=strict,
+        variants=(train_config or TrainConfig()).program_variants,
         progress=progress,
     )
     contents, fit = fit_index(

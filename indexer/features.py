@@ -37,6 +37,8 @@ class TrackFeatures:
     sha256: str
     rendered_seconds: float  # 0 when the features came from the cache
     cached: bool
+    #: re-orchestrated renderings of the same windows, each like ``feats`` (training augmentation)
+    views: tuple[np.ndarray, ...] = ()
 
 
 class FeatureCache:
@@ -47,8 +49,8 @@ class FeatureCache:
         self.root = None if base is None else Path(base) / f"features-v{FEATURES_VERSION}"
 
     @staticmethod
-    def key(file_hash: str, cfg: FeatureConfig, soundfont: SoundFont) -> str:
-        raw = f"{file_hash}:{cfg.digest()}:{soundfont.sha256}:{FEATURES_VERSION}"
+    def key(file_hash: str, cfg: FeatureConfig, soundfont: SoundFont, variant: int = 0) -> str:
+        raw = f"{file_hash}:{cfg.digest()}:{soundfont.sha256}:{FEATURES_VERSION}" + (f":v{variant}" if variant else "")
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def _path(self, key: str) -> Path:
@@ -83,9 +85,27 @@ class FeatureCache:
                 pass
 
 
-def extract_file(path: str | Path, *, cfg: FeatureConfig, soundfont: SoundFont, cache: FeatureCache) -> TrackFeatures:
-    """Features of one file, from the cache or by rendering and CQT."""
+def _cached(
+    digest: str, cfg: FeatureConfig, soundfont: SoundFont, cache: FeatureCache, variants: int
+) -> TrackFeatures | None:
+    entries = []
+    for v in range(variants + 1):
+        entry = cache.get(FeatureCache.key(digest, cfg, soundfont, v))
+        if entry is None:
+            return None
+        entries.append(entry)
+    feats, starts, duration = entries[0]
+    return TrackFeatures(feats, starts, duration, digest, 0.0, True, tuple(e[0] for e in entries[1:]))
+
+
+def extract_file(
+    path: str | Path, *, cfg: FeatureConfig, soundfont: SoundFont, cache: FeatureCache, variants: int = 0
+) -> TrackFeatures:
+    """Features of one file, from the cache or by rendering and CQT; with ``variants`` > 0,
+    also that many re-orchestrated renderings of the same windows (see
+    :func:`~musicidx.encoder.render.reorchestration`)."""
     from musicidx.encoder.frontend import cqt_features
+    from musicidx.encoder.render import reorchestration
 
     p = Path(path)
     try:
@@ -94,16 +114,32 @@ def extract_file(path: str | Path, *, cfg: FeatureConfig, soundfont: SoundFont, 
         from musicidx.encoder.errors import InvalidMidiError
 
         raise InvalidMidiError(f"cannot read file ({e.strerror or e})", path=p) from e
-    key = FeatureCache.key(digest, cfg, soundfont)
-    hit = cache.get(key)
+    hit = _cached(digest, cfg, soundfont, cache, variants)
     if hit is not None:
-        feats, starts, duration = hit
-        return TrackFeatures(feats, starts, duration, digest, 0.0, True)
+        return hit
     pm = load_midi(p)
-    clips = render_clips(pm, cfg=cfg, soundfont=soundfont, path=p)
-    feats = cqt_features(clips.audio, cfg).astype(np.float16)
-    cache.put(key, feats, clips.starts, clips.duration)
-    return TrackFeatures(feats, clips.starts, clips.duration, digest, clips.rendered_seconds, False)
+    base = cache.get(FeatureCache.key(digest, cfg, soundfont))
+    rendered = 0.0
+    if base is None:
+        clips = render_clips(pm, cfg=cfg, soundfont=soundfont, path=p)
+        feats, starts, duration = cqt_features(clips.audio, cfg).astype(np.float16), clips.starts, clips.duration
+        cache.put(FeatureCache.key(digest, cfg, soundfont), feats, starts, duration)
+        rendered += clips.rendered_seconds
+    else:
+        feats, starts, duration = base
+    views = []
+    programs = [i.program for i in pm.instruments if not i.is_drum]
+    for v in range(1, variants + 1):
+        key = FeatureCache.key(digest, cfg, soundfont, v)
+        got = cache.get(key)
+        if got is None:
+            remap = reorchestration(programs, key=digest, variant=v)
+            clips = render_clips(pm, cfg=cfg, soundfont=soundfont, path=p, programs=remap, starts=starts)
+            got = (cqt_features(clips.audio, cfg).astype(np.float16), starts, duration)
+            cache.put(key, *got)
+            rendered += clips.rendered_seconds
+        views.append(got[0])
+    return TrackFeatures(feats, starts, duration, digest, rendered, False, tuple(views))
 
 
 # ----------------------------------------------------------------------------- workers
@@ -111,24 +147,26 @@ def extract_file(path: str | Path, *, cfg: FeatureConfig, soundfont: SoundFont, 
 _WORKER: dict[str, object] = {}
 
 
-def _init_worker(cfg: FeatureConfig, soundfont: SoundFont, cache_base: str | None) -> None:
+def _init_worker(cfg: FeatureConfig, soundfont: SoundFont, cache_base: str | None, variants: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER.update(cfg=cfg, soundfont=soundfont, cache=FeatureCache(cache_base))
+    _WORKER.update(cfg=cfg, soundfont=soundfont, cache=FeatureCache(cache_base), variants=variants)
 
 
 def _work(path: str) -> TrackFeatures | MusicIdxError:
     cfg, sf, cache = _WORKER["cfg"], _WORKER["soundfont"], _WORKER["cache"]
     assert isinstance(cfg, FeatureConfig) and isinstance(sf, SoundFont) and isinstance(cache, FeatureCache)
-    return _safe_extract(path, cfg, sf, cache)
+    variants = _WORKER["variants"]
+    assert isinstance(variants, int)
+    return _safe_extract(path, cfg, sf, cache, variants)
 
 
 def _safe_extract(
-    path: str | Path, cfg: FeatureConfig, sf: SoundFont, cache: FeatureCache
+    path: str | Path, cfg: FeatureConfig, sf: SoundFont, cache: FeatureCache, variants: int = 0
 ) -> TrackFeatures | MusicIdxError:
     try:
-        return extract_file(path, cfg=cfg, soundfont=sf, cache=cache)
+        return extract_file(path, cfg=cfg, soundfont=sf, cache=cache, variants=variants)
     except MusicIdxError as e:
         return e
     except Exception as e:  # one odd file must not take a whole batch down
@@ -142,9 +180,11 @@ def extract_many(
     soundfont: SoundFont,
     cache_dir: str | Path | None,
     workers: int = 1,
+    variants: int = 0,
     on_done: Callable[[int, int], None] | None = None,
 ) -> list[TrackFeatures | MusicIdxError]:
     """Features of every path, in order; a file that fails gives its error in its place.
+    ``variants``: re-orchestrated renderings per file, for training (see :func:`extract_file`).
 
     With ``workers > 1`` the files are spread over that many processes (one torch thread
     each); cached files are answered without starting any.
@@ -154,12 +194,11 @@ def extract_many(
     todo: list[int] = []
     for i, p in enumerate(paths):  # cache hits first, in this process: no pool for a warm run
         try:
-            hit = cache.get(FeatureCache.key(file_sha256(p), cfg, soundfont)) if cache.root else None
+            hit = _cached(file_sha256(p), cfg, soundfont, cache, variants) if cache.root else None
         except OSError:
             hit = None
         if hit is not None:
-            feats, starts, duration = hit
-            results[i] = TrackFeatures(feats, starts, duration, file_sha256(p), 0.0, True)
+            results[i] = hit
         else:
             todo.append(i)
     done = len(paths) - len(todo)
@@ -167,7 +206,7 @@ def extract_many(
         on_done(done, len(paths))
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
-            results[i] = _safe_extract(paths[i], cfg, soundfont, cache)
+            results[i] = _safe_extract(paths[i], cfg, soundfont, cache, variants)
             done += 1
             if on_done is not None:
                 on_done(done, len(paths))
@@ -175,7 +214,7 @@ def extract_many(
         ctx = mp.get_context("spawn")  # fork after torch/OpenMP start-up is unsafe
         root = None if cache.base is None else str(cache.base)
         with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, soundfont, root)
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, soundfont, root, variants)
         ) as ex:
             order = sorted(todo, key=lambda i: -_size(paths[i]))  # big files first: better balance
             for i, res in zip(order, ex.map(_work, [str(paths[i]) for i in order], chunksize=1)):
