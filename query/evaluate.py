@@ -81,15 +81,16 @@ class EvalReport:
     seconds: float
     plots: list[str] = field(default_factory=list)
     # For the plots, not for report.json:
-    embeddings: np.ndarray | None = None  # (n_tracks, dim) mean clip embedding, out-of-fold
+    embeddings: np.ndarray | None = None  # (n_tracks, dim) mean clip embedding, fold 0's encoder
     embedding_labels: list[str] = field(default_factory=list)
+    embedding_held_out: np.ndarray | None = None  # True for fold 0's held-out tracks
     novelty_known: np.ndarray | None = None
     novelty_unknown: np.ndarray | None = None
     thresholds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("embeddings", "embedding_labels", "novelty_known", "novelty_unknown"):
+        for key in ("embeddings", "embedding_labels", "embedding_held_out", "novelty_known", "novelty_unknown"):
             d.pop(key)
         return d
 
@@ -152,15 +153,18 @@ def evaluate(
     truth, pred, per_fold = np.empty(0, np.int64), np.empty(0, np.int64), []
     dim = mc.embedding_dim
     track_emb = np.zeros((len(corpus.tracks), dim), np.float32)
+    map_held_out = np.zeros(len(corpus.tracks), bool)
     for f, (tr, te) in enumerate(grouped_folds([t.composer for t in corpus.tracks], works, n_folds=folds, seed=seed)):
         scores, _, model = _fit_and_score(corpus, tr, te, label, n_labels=n, model_config=mc, train_config=tc, k=k)
         truth, pred = np.r_[truth, scores.truth], np.r_[pred, scores.pred]
         acc, bacc = scores.accuracy()
         per_fold.append({"fold": f, "tracks": len(te), "accuracy": acc, "balanced_accuracy": bacc})
-        test = stack_clips(corpus, te)
-        e = embed(model, test.feats)
-        for t in te:
-            track_emb[t] = e[test.track == t].mean(axis=0)
+        if f == 0:  # one model's space for the map: every track embedded by fold 0's encoder
+            every = stack_clips(corpus, np.arange(len(corpus.tracks)))
+            e = embed(model, every.feats)
+            for t in range(len(corpus.tracks)):
+                track_emb[t] = e[every.track == t].mean(axis=0)
+            map_held_out = np.isin(np.arange(len(corpus.tracks)), te)
         step(f + 1, total_fits)
     labels = list(range(n))
     closed = {
@@ -230,6 +234,7 @@ def evaluate(
         seconds=time.monotonic() - began,
         embeddings=track_emb,
         embedding_labels=[t.composer for t in corpus.tracks],
+        embedding_held_out=map_held_out,
         novelty_known=np.concatenate(nov_known) if nov_known else None,
         novelty_unknown=np.concatenate(nov_unknown) if nov_unknown else None,
         thresholds=thresholds,
@@ -288,11 +293,14 @@ def _plot_embeddings(r: EvalReport, out: Path) -> Path:
     xy = PCA(n_components=2, random_state=0).fit_transform(r.embeddings)
     fig, ax = plt.subplots(figsize=(6, 5))
     labels = np.asarray(r.embedding_labels)
-    for c in r.composers:
+    held = np.zeros(len(labels), bool) if r.embedding_held_out is None else r.embedding_held_out
+    for i, c in enumerate(r.composers):
+        color = f"C{i}"
         m = labels == c
-        ax.scatter(xy[m, 0], xy[m, 1], s=14, label=f"{c} ({m.sum()})", alpha=0.8)
-    ax.legend()
-    ax.set_title("Track embeddings (out-of-fold, mean of clips), PCA")
+        ax.scatter(xy[m & ~held, 0], xy[m & ~held, 1], s=12, color=color, alpha=0.35, label=f"{c} ({m.sum()})")
+        ax.scatter(xy[m & held, 0], xy[m & held, 1], s=28, color=color, edgecolors="k", linewidths=0.6)
+    ax.legend(title="faint: training works, outlined: held-out works", fontsize=8, title_fontsize=8)
+    ax.set_title("Track embeddings (fold 0 encoder, mean of clips), PCA")
     fig.tight_layout()
     p = out / "embeddings_pca.png"
     fig.savefig(p, dpi=120)
