@@ -272,6 +272,7 @@ class TrackScores:
     truth: np.ndarray
     pred: np.ndarray
     novelty: np.ndarray
+    confidence: np.ndarray  # the winning composer's share of the votes
 
     def accuracy(self) -> tuple[float, float]:
         """(accuracy, balanced accuracy = mean recall over the composers present)."""
@@ -299,12 +300,13 @@ def score_tracks(
     index.add_with_ids(embed(model, ref.feats), np.arange(len(ref.feats), dtype=np.int64))
     q_emb = embed(model, query.feats)
     tracks = np.unique(query.track)
-    pred, novelty = np.empty(len(tracks), np.int64), np.empty(len(tracks))
+    pred, novelty, confidence = np.empty(len(tracks), np.int64), np.empty(len(tracks)), np.empty(len(tracks))
     for i, t in enumerate(tracks):
         nb = search(index, q_emb[query.track == t], k)
-        pred[i] = int(np.argmax(vote(nb, ref_clip_label, n_labels)))
+        votes = vote(nb, ref_clip_label, n_labels)
+        pred[i], confidence[i] = int(np.argmax(votes)), float(votes.max())
         novelty[i] = track_novelty(nb, k)
-    return TrackScores(track_label[tracks], pred, novelty)
+    return TrackScores(track_label[tracks], pred, novelty, confidence)
 
 
 def fit_index(

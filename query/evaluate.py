@@ -197,7 +197,13 @@ def evaluate(
             m = open_set_metrics(
                 scores.novelty[~is_unknown], scores.novelty[is_unknown], (scores.pred == scores.truth)[~is_unknown]
             )
+            alt = open_set_metrics(
+                1 - scores.confidence[~is_unknown],
+                1 - scores.confidence[is_unknown],
+                (scores.pred == scores.truth)[~is_unknown],
+            )
             m.update(
+                auroc_low_confidence=alt["auroc"],
                 threshold=thr,
                 known_tracks=int((~is_unknown).sum()),
                 unknown_tracks=int(is_unknown.sum()),
@@ -209,7 +215,7 @@ def evaluate(
             nov_unknown.append(scores.novelty[is_unknown])
             thresholds.append(thr)
             step(folds + c + 1, total_fits)
-    keys = ("auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged")
+    keys = ("auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged", "auroc_low_confidence")
     open_ = (
         {
             "per_composer": per_composer,
