@@ -111,8 +111,8 @@ def build(
     from musicidx.encoder.config import FeatureConfig, TrainConfig
     from musicidx.indexer.build import build_index
 
-    features = FeatureConfig(**({} if clips_per_track is None else {"clips_per_track": clips_per_track}))
-    train = TrainConfig(seed=seed, **({} if epochs is None else {"epochs": epochs}))
+    features = FeatureConfig() if clips_per_track is None else FeatureConfig(clips_per_track=clips_per_track)
+    train = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, epochs=epochs)
     report = build_index(
         midi_dir,
         out=out,
