@@ -43,6 +43,7 @@ MAX_RENDER_SECONDS = 60.0  # wall-clock budget for rendering one file's clips
 #: Controllers whose state matters to the sound of a mono rendering.
 _CONTROLLERS = frozenset({1, 7, 11, 64, 66, 67})
 _DRUM_CHANNEL = 9
+_BLOCK = 64  # FluidSynth's internal block size (FLUID_BUFSIZE)
 
 _SOUNDFONT_DIRS = (
     "/usr/share/sounds/sf2",
@@ -284,7 +285,7 @@ def _import_fluidsynth() -> Any:
 
 
 class Synth:
-    """One FluidSynth instance with a SoundFont loaded, reused for every clip of a process."""
+    """One FluidSynth instance with a SoundFont loaded; renders the clip windows of one file."""
 
     def __init__(self, soundfont: SoundFont, sample_rate: int) -> None:
         fluidsynth = _import_fluidsynth()
@@ -294,19 +295,34 @@ class Synth:
             samplerate=float(sample_rate),
             **{"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1},
         )
+        self._position = 0  # samples rendered so far (FluidSynth works in blocks of _BLOCK)
         self._sfid = self._fs.sfload(str(soundfont.path))
         if self._sfid == -1:
             raise DependencyError(
                 "FluidSynth cannot load this SoundFont; pass another with --soundfont", path=soundfont.path
             )
 
+    def close(self) -> None:
+        """Free the FluidSynth instance (and its copy of the SoundFont)."""
+        self._fs.delete()
+
+    def _samples(self, n: int) -> np.ndarray:
+        self._position += n
+        return self._fs.get_samples(n)
+
     def _reset(self) -> None:
+        """Silence every channel, reset controllers, and realign to FluidSynth's block grid so
+        that a window renders identically whatever was rendered before it (events take effect
+        at block boundaries, so an offset would shift every note by up to a block)."""
+        self._fs.system_reset()
         for ch in range(16):
             self._fs.all_sounds_off(ch)
             self._fs.cc(ch, 121, 0)  # reset all controllers
             self._fs.cc(ch, 7, 100)
             self._fs.cc(ch, 11, 127)
             self._fs.pitch_bend(ch, 0)
+        if self._position % _BLOCK:
+            self._samples(_BLOCK - self._position % _BLOCK)
 
     def render_window(
         self, pm: pretty_midi.PrettyMIDI, start: float, cfg: FeatureConfig, programs: Mapping[int, int] | None = None
@@ -324,7 +340,7 @@ class Synth:
         for t, _order, kind, ch, a, b in events:
             pos = min(total, int(round((t - t0) * sr)))
             if pos > cursor:
-                chunks.append(self._fs.get_samples(pos - cursor))
+                chunks.append(self._samples(pos - cursor))
                 cursor = pos
             if kind == "program":
                 if programs_set.get(ch) != (a, b):
@@ -339,7 +355,7 @@ class Synth:
             elif kind == "bend":
                 self._fs.pitch_bend(ch, a)
         if total > cursor:
-            chunks.append(self._fs.get_samples(total - cursor))
+            chunks.append(self._samples(total - cursor))
         stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2)
         mono = stereo.mean(axis=1) / 32768.0
         skip = int(round((start - t0) * sr))
@@ -403,17 +419,6 @@ def _window_events(
     return ev
 
 
-_SYNTHS: dict[tuple[str, int], Synth] = {}
-
-
-def get_synth(soundfont: SoundFont, sample_rate: int) -> Synth:
-    """The process's synthesiser for this SoundFont and rate (created on first use)."""
-    key = (soundfont.sha256, sample_rate)
-    if key not in _SYNTHS:
-        _SYNTHS[key] = Synth(soundfont, sample_rate)
-    return _SYNTHS[key]
-
-
 @dataclass(frozen=True)
 class RenderedClips:
     """The audible clips of one file: ``audio[i]`` starts at ``starts[i]`` seconds."""
@@ -439,18 +444,24 @@ def render_clips(
     renderings; ``starts`` renders exactly those windows and keeps them all (so a re-orchestrated
     rendering lines up clip by clip with the original).
     """
-    synth = get_synth(soundfont, cfg.sample_rate)
+    # A fresh synthesiser per file: FluidSynth keeps state between renders (voice allocation,
+    # block position) that would make a file's audio depend on what the process rendered
+    # before it. Loading the SoundFont again costs ~0.06 s and buys bit-identical builds.
+    synth = Synth(soundfont, cfg.sample_rate)
     began = time.monotonic()
     clips, kept = [], []
     rendered = 0.0
-    for s in clip_starts(pm, cfg) if starts is None else starts:
-        audio = synth.render_window(pm, float(s), cfg, programs)
-        rendered += cfg.clip_seconds + min(cfg.preroll_seconds, float(s))
-        if starts is not None or float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) >= cfg.silence_rms:
-            clips.append(audio)
-            kept.append(float(s))
-        if time.monotonic() - began > MAX_RENDER_SECONDS:
-            raise SynthesisError(f"rendering took over the {MAX_RENDER_SECONDS:.0f} s limit", path=path)
+    try:
+        for s in clip_starts(pm, cfg) if starts is None else starts:
+            audio = synth.render_window(pm, float(s), cfg, programs)
+            rendered += cfg.clip_seconds + min(cfg.preroll_seconds, float(s))
+            if starts is not None or float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) >= cfg.silence_rms:
+                clips.append(audio)
+                kept.append(float(s))
+            if time.monotonic() - began > MAX_RENDER_SECONDS:
+                raise SynthesisError(f"rendering took over the {MAX_RENDER_SECONDS:.0f} s limit", path=path)
+    finally:
+        synth.close()
     if not clips:
         raise SynthesisError("renders to silence (are its instruments missing from the SoundFont?)", path=path)
     return RenderedClips(np.stack(clips), np.asarray(kept), float(pm.get_end_time()), rendered)

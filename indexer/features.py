@@ -24,7 +24,7 @@ from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.render import SoundFont, file_sha256, load_midi, render_clips
 
 #: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 @dataclass(frozen=True)
