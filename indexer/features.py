@@ -23,7 +23,8 @@ from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.render import SoundFont, file_sha256, load_midi, render_clips
 
-#: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture.
+#: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture
+#: (2: a fresh synthesiser per file, windows aligned to FluidSynth's blocks).
 FEATURES_VERSION = 2
 
 
