@@ -221,6 +221,8 @@ def load_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
         raise InvalidMidiError("not a MIDI file (no 'MThd' header)", path=p)
     try:
         mf = mido.MidiFile(file=io.BytesIO(data), charset="latin1", clip=True)
+    except EOFError as e:
+        raise InvalidMidiError("truncated MIDI data (the file ends inside a track)", path=p) from e
     except Exception as e:  # mido raises a zoo of types on corrupt data
         raise InvalidMidiError(f"corrupt MIDI data ({type(e).__name__}: {e})", path=p) from e
     n_msgs = sum(len(t) for t in mf.tracks)
