@@ -223,6 +223,49 @@ def eval_(midi_dir: Path, folds: int, report_dir: Path | None, seed: int, worker
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else _render_eval(report, written))
 
 
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="musicidx-demo",
+    show_default=True,
+    help="Folder for the exported MIDI, the index and scores.csv.",
+)
+@json_option
+def demo(out: Path, as_json: bool) -> None:
+    """Index real music shipped by music21 (musicidx[demo]) and score held-out pieces and a new composer."""
+    from musicidx.query.demo import run_demo
+
+    r = run_demo(out, progress=Progress())
+    click.echo(json.dumps(r.to_dict(), indent=2) if as_json else _render_demo(r))
+
+
+def _render_demo(r: Any) -> str:
+    w = max(len(x.file) for x in r.rows)
+    lines = [f"{'held-out piece':<{w}}  {'composer':<11} {'answer':<11} {'conf':>5} {'novelty':>7}  verdict"]
+    for x in r.rows:
+        verdict = f"error: {x.error}" if x.status != "ok" else ("new composer" if x.is_new else "known")
+        lines.append(
+            f"{x.file:<{w}}  {x.true_composer:<11} {x.composer:<11} {_fmt(x.confidence, 2):>5} "
+            f"{_fmt(x.novelty, 3):>7}  {verdict}" + ("" if x.correct else "  (wrong)")
+        )
+    known, new = [x for x in r.rows if x.known], [x for x in r.rows if not x.known]
+    return "\n".join(
+        lines
+        + [
+            f"index        {r.index_dir}: " + ", ".join(f"{c} {r.counts[c]['indexed']}" for c in r.known_composers),
+            f"known        {sum(bool(x.correct) for x in known)} of {len(known)} held-out pieces named right, "
+            f"{sum(bool(x.is_new) for x in known)} wrongly flagged new",
+            f"new          {sum(bool(x.is_new) for x in new)} of {len(new)} pieces by {r.new_composer} (not in the "
+            f"index) flagged new; novelty threshold {r.threshold:.3f}",
+            f"scores       {r.scores_csv}",
+            f"midi         {r.midi_dir} (indexed), {r.heldout_dir} (held out)",
+            f"time         {', '.join(f'{k} {v:.0f}s' for k, v in r.seconds.items())} "
+            f"({r.export.exported} pieces exported, {r.export.reused} reused)",
+        ]
+    )
+
+
 def _bar(stage: str) -> Any:
     p = Progress()
     return lambda done, total: p(stage, done, total)
