@@ -154,7 +154,7 @@ def parse_recipe(data: Any, *, where: str = "recipe") -> Recipe:
     if not isinstance(composers, dict) or not composers:
         raise bad("'composers' must map composer names to their pieces")
     new = data.get("new_composer")
-    if new not in composers:
+    if not isinstance(new, str) or new not in composers:
         raise bad(f"new_composer {new!r} is not one of the composers {sorted(composers)}")
 
     pieces: list[Piece] = []
