@@ -92,7 +92,8 @@ class FeatureConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def check_same(self, other: FeatureConfig, *, what: str = "index") -> None:
-        """Raise :class:`ConfigMismatchError` naming every field where ``other`` differs."""
+        """Raise :class:`ConfigMismatchError` naming every field where ``other`` (the config of
+        ``what``, e.g. the index) differs from this run's config ``self``, with both values."""
         diffs = []
         for f in dataclasses.fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)

@@ -113,7 +113,7 @@ class Searcher:
 
     def check_features(self, features: FeatureConfig) -> None:
         """Refuse features other than the index's, naming every differing field."""
-        self.features.check_same(features, what="index")
+        features.check_same(self.features, what="index")
 
     def features_of(self, path: str | Path) -> TrackFeatures:
         return extract_file(path, cfg=self.features, soundfont=self.soundfont, cache=self.cache)

@@ -73,7 +73,9 @@ def test_four_processes_querying_at_once_agree_with_one(corpus: Path, tmp_path: 
     cmd = [sys.executable, "-m", "musicidx", "query", *files, "--index", str(tmp_path / "idx"), "--json"]
 
     def run(_: int) -> list[dict[str, object]]:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        # cwd: from the repository root, `python -m musicidx` would import the source folder
+        # musicidx/ instead of the installed package (whose stages live in other folders).
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
         return json.loads(proc.stdout)
 
     alone = run(0)
