@@ -13,6 +13,7 @@ naming the file and the limit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -119,10 +120,17 @@ def soundfont_sha256(path: str | Path) -> str:
     return digest
 
 
+def _quiet_pretty_midi() -> Any:
+    """Import pretty_midi, which imports pyfluidsynth, which prints to stdout when $CI is set;
+    stdout may be carrying JSON or CSV, so the import is kept quiet."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        import pretty_midi
+    return pretty_midi
+
+
 def bundled_soundfont() -> Path:
     """The TimGM6mb SoundFont that pretty_midi ships (6 MB, General MIDI)."""
-    import pretty_midi
-
+    pretty_midi = _quiet_pretty_midi()
     return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
 
 
@@ -201,8 +209,8 @@ def matching_soundfont(recorded: dict[str, str], given: str | Path | None) -> So
 def load_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
     """Parse a MIDI file with the safety limits applied; raise :class:`InvalidMidiError`."""
     import mido
-    import pretty_midi
 
+    pretty_midi = _quiet_pretty_midi()
     p = Path(path)
     if p.is_dir():
         raise InvalidMidiError("is a directory, not a MIDI file", path=p)
@@ -273,7 +281,10 @@ def clip_starts(pm: pretty_midi.PrettyMIDI, cfg: FeatureConfig) -> np.ndarray:
 
 def _import_fluidsynth() -> Any:
     try:
-        import fluidsynth
+        # pyfluidsynth prints "'fluidsynth' was found at ..." to stdout on import when $CI is
+        # set; stdout may be carrying JSON or CSV, so its import is kept quiet.
+        with contextlib.redirect_stdout(io.StringIO()):
+            import fluidsynth
     except ImportError as e:  # pyfluidsynth raises ImportError when the shared library is missing
         raise DependencyError(f"cannot load FluidSynth ({e}); {INSTALL_HINT}") from e
     except OSError as e:

@@ -191,3 +191,21 @@ def test_build_skips_bad_files_and_strict_fails(built: Path, tmp_path: Path, mon
     r = CliRunner().invoke(cli, [*args, "--strict"])
     assert r.exit_code == 1 and "broken.mid" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "idx").exists()
+
+
+def test_json_stdout_stays_clean_when_ci_is_set(index_copy: Path, built: Path, tmp_path: Path) -> None:
+    """pyfluidsynth prints "'fluidsynth' was found at ..." on import when $CI is set."""
+    import subprocess
+    import sys
+
+    f = next((built / "corpus" / "Beta").glob("*.mid"))
+    env = {**os.environ, "CI": "true"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "musicidx", "query", str(f), "--index", str(index_copy), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert json.loads(proc.stdout)["composer"] == "Beta"
