@@ -13,6 +13,7 @@ import pretty_midi
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from midi_factory import write_piece
 
 from musicidx.cli import cli
 from musicidx.encoder.config import FeatureConfig, TrainConfig
@@ -26,18 +27,6 @@ FEATURES = FeatureConfig(clip_seconds=2.0, clips_per_track=3, min_clip_hop_secon
 TRAIN = TrainConfig(epochs=1, batches_per_epoch=2, clips_per_composer=3, val_fraction=0.34)
 
 
-def _piece(path: Path, rng: np.random.Generator, program: int, low: int, n: int = 30) -> None:
-    pm = pretty_midi.PrettyMIDI()
-    inst = pretty_midi.Instrument(program=program)
-    t = 0.0
-    for _ in range(n):
-        d = float(rng.uniform(0.1, 0.3))
-        inst.notes.append(pretty_midi.Note(90, low + int(rng.integers(0, 12)), t, t + d))
-        t += d
-    pm.instruments.append(inst)
-    pm.write(str(path))
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("integrity")
@@ -45,7 +34,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for composer, program, low in (("Alpha", 0, 48), ("Beta", 40, 64)):
         (root / "corpus" / composer).mkdir(parents=True)
         for i in range(3):
-            _piece(root / "corpus" / composer / f"Work {i}_OP{i}_{i}_w{i}.mid", rng, program, low)
+            write_piece(root / "corpus" / composer / f"Work {i}_OP{i}_{i}_w{i}.mid", rng, program=program, low=low)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
         build_index(root / "corpus", out=root / "idx", features=FEATURES, train_config=TRAIN, workers=1)
@@ -130,7 +119,7 @@ def test_cli_damaged_index_is_one_line_not_a_traceback(index_copy: Path, built: 
 def _bad_files(d: Path) -> dict[str, str]:
     """name -> the reason its error must mention."""
     good = d.parent / "good.mid"
-    _piece(good, np.random.default_rng(1), 0, 50)
+    write_piece(good, np.random.default_rng(1), program=0, low=50)
     data = good.read_bytes()
     (d / "empty.mid").write_bytes(b"")
     (d / "random.mid").write_bytes(np.random.default_rng(2).bytes(500))

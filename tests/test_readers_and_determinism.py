@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pretty_midi
 import pyarrow.parquet as pq
 import pytest
+from midi_factory import write_piece
 
 from musicidx.encoder.config import FeatureConfig, TrainConfig
 from musicidx.indexer.build import build_index
@@ -24,18 +24,6 @@ FEATURES = FeatureConfig(clip_seconds=2.0, clips_per_track=3, min_clip_hop_secon
 TRAIN = TrainConfig(epochs=2, batches_per_epoch=3, clips_per_composer=3, val_fraction=0.34, seed=3)
 
 
-def _write_piece(path: Path, rng: np.random.Generator, program: int, low: int) -> None:
-    pm = pretty_midi.PrettyMIDI()
-    inst = pretty_midi.Instrument(program=program)
-    t = 0.0
-    for _ in range(30):
-        d = float(rng.uniform(0.1, 0.35))
-        inst.notes.append(pretty_midi.Note(int(rng.integers(60, 110)), low + int(rng.integers(0, 14)), t, t + d))
-        t += d
-    pm.instruments.append(inst)
-    pm.write(str(path))
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("readers-corpus")
@@ -43,7 +31,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for composer, program, low in (("Alpha", 0, 48), ("Beta", 40, 62), ("Gamma", 73, 70)):
         (root / composer).mkdir()
         for i in range(3):
-            _write_piece(root / composer / f"Piece {i}_OP{i}_{100 + i}_p{i}.mid", rng, program, low)
+            write_piece(root / composer / f"Piece {i}_OP{i}_{100 + i}_p{i}.mid", rng, program=program, low=low)
     return root
 
 
