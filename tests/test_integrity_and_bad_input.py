@@ -198,3 +198,19 @@ def test_json_stdout_stays_clean_when_ci_is_set(index_copy: Path, built: Path, t
         check=True,
     )
     assert json.loads(proc.stdout)["composer"] == "Beta"
+
+
+def test_drums_only_and_a_single_5ms_note_are_answered(index_copy: Path, tmp_path: Path) -> None:
+    drums = pretty_midi.PrettyMIDI()
+    kit = pretty_midi.Instrument(0, is_drum=True)
+    kit.notes = [pretty_midi.Note(100, 36 + k % 10, k * 0.25, k * 0.25 + 0.1) for k in range(24)]
+    drums.instruments.append(kit)
+    drums.write(str(tmp_path / "drums.mid"))
+    blip = pretty_midi.PrettyMIDI()
+    blip.instruments.append(pretty_midi.Instrument(0))
+    blip.instruments[0].notes.append(pretty_midi.Note(100, 60, 0.0, 0.005))
+    blip.write(str(tmp_path / "blip.mid"))
+    for name in ("drums.mid", "blip.mid"):
+        r = CliRunner().invoke(cli, ["query", str(tmp_path / name), "--index", str(index_copy), "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output)["composer"] in {"Alpha", "Beta"}
