@@ -92,6 +92,14 @@ def cli() -> None:
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Feature cache [$XDG_CACHE_HOME/musicidx].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache.")
 @click.option("--strict", is_flag=True, help="Fail on the first unusable file instead of skipping it.")
+@click.option(
+    "--faiss",
+    "faiss_kind",
+    type=click.Choice(["auto", "flat", "hnsw"]),
+    default="auto",
+    show_default=True,
+    help="FAISS index: exact up to 100,000 clips, HNSW above (auto), or forced.",
+)
 @json_option
 def build(
     midi_dir: Path,
@@ -105,6 +113,7 @@ def build(
     cache_dir: Path | None,
     no_cache: bool,
     strict: bool,
+    faiss_kind: str,
     as_json: bool,
 ) -> None:
     """Build an index from MIDI_DIR/<Composer>/*.mid."""
@@ -123,6 +132,7 @@ def build(
         soundfont=soundfont,
         cache_dir=False if no_cache else (cache_dir or True),
         strict=strict,
+        faiss_kind=faiss_kind,
         progress=Progress(),
     )
     click.echo(json.dumps(_build_dict(report), indent=2) if as_json else _render_build(report))
