@@ -48,16 +48,6 @@ class TrainResult:
     best_epoch: int
     history: list[EpochStats] = field(default_factory=list)
 
-    def summary(self) -> dict[str, object]:
-        best = next((h for h in self.history if h.epoch == self.best_epoch), None)
-        return {
-            "best_epoch": self.best_epoch,
-            "epochs_run": len(self.history),
-            "val_accuracy": None if best is None else best.val_accuracy,
-            "val_balanced_accuracy": None if best is None else best.val_balanced_accuracy,
-            "final_loss": self.history[-1].loss if self.history else None,
-        }
-
 
 class PKSampler:
     """Batches of every composer (P) x ``K`` clips, the K clips drawn from different tracks
