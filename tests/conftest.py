@@ -1,0 +1,182 @@
+"""Shared fixtures: tiny MIDI made on the spot, small configs, one real index per session.
+
+Nothing here reads the user's cache or downloads anything: ``$XDG_CACHE_HOME`` points into
+pytest's temporary directory for the whole session (CQT kernels, SoundFont hashes, features,
+trained encoders), and every build passes its own ``cache_dir``.  Renders use the TimGM6mb
+SoundFont shipped inside pretty_midi (``$MUSICIDX_SOUNDFONT``), so results do not depend on which
+SoundFonts the machine has, and it loads ~20x faster than a 140 MB General MIDI font.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import midi_factory
+import numpy as np
+import pytest
+
+from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
+
+TESTS_DIR = Path(__file__).parent
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+#: Two-second clips, three per track: a track of the tiny corpus renders in ~0.05 s.
+FEATURES = FeatureConfig(clip_seconds=2.0, clips_per_track=3, min_clip_hop_seconds=1.0)
+#: A small CNN: the plumbing is what these tests are about, not accuracy.
+MODEL = ModelConfig(channels=(8, 16, 32), embedding_dim=32)
+#: Four triplet steps. val_fraction 0.34 -> StratifiedGroupKFold with 3 splits, and each composer
+#: of the tiny corpus has 3 works (4 tracks), so every composer keeps a work in each split.
+TRAIN = TrainConfig(epochs=2, batches_per_epoch=2, clips_per_composer=4, val_fraction=0.34, crop_seconds=1.5, seed=0)
+
+
+def _fluidsynth_missing() -> str | None:
+    from musicidx.encoder.errors import DependencyError
+    from musicidx.encoder.render import _import_fluidsynth
+
+    try:
+        _import_fluidsynth()
+    except DependencyError as e:
+        return e.reason
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``fluidsynth`` are skipped, with the install hint, where the library is missing."""
+    if not any(item.get_closest_marker("fluidsynth") for item in items):
+        return
+    missing = _fluidsynth_missing()
+    if missing is None:
+        return
+    skip = pytest.mark.skip(reason=f"FluidSynth library not available: {missing}")
+    for item in items:
+        if item.get_closest_marker("fluidsynth"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A private cache and a fixed SoundFont for the session; no stray index from the environment."""
+    from musicidx.encoder.render import bundled_soundfont
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        mp.setenv("MUSICIDX_SOUNDFONT", str(bundled_soundfont()))
+        mp.delenv("MUSICIDX_INDEX", raising=False)
+        yield
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator: every test that draws random data draws the same data each run."""
+    return np.random.default_rng(20240519)
+
+
+@pytest.fixture(scope="session")
+def features() -> FeatureConfig:
+    return FEATURES
+
+
+@pytest.fixture(scope="session")
+def model_config() -> ModelConfig:
+    return MODEL
+
+
+@pytest.fixture(scope="session")
+def train_config() -> TrainConfig:
+    return TRAIN
+
+
+@pytest.fixture(scope="session")
+def soundfont() -> Any:
+    from musicidx.encoder.render import find_soundfont
+
+    return find_soundfont()
+
+
+# ------------------------------------------------------------------------------------ MIDI
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<Composer>/*.mid``: Alpha (piano scales in C), Beta (violin arpeggios), Gamma (organ
+    chords), four tracks each in three works (``Sonata No 1`` has two movements). Read only."""
+    root = tmp_path_factory.mktemp("corpus")
+    midi_factory.write_corpus(root, np.random.default_rng(7))
+    return root
+
+
+@pytest.fixture
+def good_midi(tmp_path: Path, rng: np.random.Generator) -> Path:
+    """One valid five-second piano piece."""
+    return midi_factory.scale_piece(tmp_path / "good.mid", rng)
+
+
+@pytest.fixture
+def edge_midis(tmp_path: Path) -> dict[str, Path]:
+    """The edge cases every stage has a defined outcome for: no notes, drums only, a 5 ms note."""
+    d = tmp_path / "edge"
+    d.mkdir()
+    return {
+        "no_notes": midi_factory.no_notes(d / "no notes.mid"),
+        "drums_only": midi_factory.drums_only(d / "drums only.mid"),
+        "blip": midi_factory.blip(d / "blip 5ms.mid"),
+    }
+
+
+@pytest.fixture
+def bad_corpus(tmp_path: Path, good_midi: Path, rng: np.random.Generator) -> dict[str, midi_factory.Case]:
+    """The bad-input corpus in ``tmp_path/bad``, generated (never downloaded); name -> case."""
+    cases = midi_factory.write_bad_corpus(tmp_path / "bad", good_midi.read_bytes(), rng)
+    return {c.name: c for c in cases}
+
+
+# ----------------------------------------------------------------------------------- builds
+
+
+@pytest.fixture(scope="session")
+def build_tiny() -> Callable[..., Any]:
+    """``build_tiny(midi_dir, out, cache_dir, **overrides)``: a real build with the tiny configs."""
+    from musicidx.indexer.build import build_index
+
+    def build(midi_dir: Path, out: Path, cache_dir: Path | None, **kw: Any) -> Any:
+        kw = {"features": FEATURES, "model_config": MODEL, "train_config": TRAIN, "workers": 1, **kw}
+        return build_index(midi_dir, out=out, cache_dir=cache_dir, **kw)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, build_tiny: Callable[..., Any]) -> Path:
+    """One real index of the tiny corpus (FluidSynth, nnAudio, training, FAISS), shared by the
+    session; tests that change it work on :func:`index_copy`. Needs the ``fluidsynth`` marker."""
+    root = tmp_path_factory.mktemp("built")
+    build_tiny(corpus_dir, root / "idx", root / "cache")
+    return root / "idx"
+
+
+@pytest.fixture
+def index_copy(built_index: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's index, free to damage."""
+    return Path(shutil.copytree(built_index, tmp_path / "idx"))
+
+
+@pytest.fixture
+def tiny_cli_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``musicidx build`` use the tiny configs for whatever its options leave at default.
+
+    The CLI deliberately exposes only a few options (--clips-per-track, --epochs, --seed); its
+    defaults build a real index of 10 s clips with 192 triplet batches, which takes minutes.
+    The CLI tests are about the plumbing, so the config classes it instantiates are swapped for
+    ones with the tiny defaults (an explicit option still wins).
+    """
+    from musicidx.encoder import config
+    from musicidx.indexer import build
+
+    train = {k: v for k, v in TRAIN.to_dict().items() if k != "seed"}  # --seed always passes its own
+    monkeypatch.setattr(config, "FeatureConfig", functools.partial(FeatureConfig, **FEATURES.to_dict()))
+    monkeypatch.setattr(config, "TrainConfig", functools.partial(TrainConfig, **train))
+    monkeypatch.setattr(build, "ModelConfig", functools.partial(ModelConfig, **MODEL.to_dict()))

@@ -1,0 +1,73 @@
+"""The CNN encoder: shape, unit norm, any number of frames, invariance to loudness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from musicidx.encoder.config import FeatureConfig, ModelConfig
+from musicidx.encoder.model import Encoder, embed
+
+
+@pytest.fixture
+def encoder(model_config: ModelConfig, features: FeatureConfig) -> Encoder:
+    torch.manual_seed(0)
+    return Encoder(model_config, features).eval()
+
+
+def _cqt(rng: np.random.Generator, n: int, frames: int, bins: int = 84) -> torch.Tensor:
+    return torch.from_numpy(rng.normal(-4.0, 2.0, (n, bins, frames)).astype(np.float32))
+
+
+def test_output_shape_and_unit_norm(encoder: Encoder, features: FeatureConfig, rng: np.random.Generator) -> None:
+    with torch.no_grad():
+        out = encoder(_cqt(rng, 5, features.frames_per_clip))
+    assert out.shape == (5, encoder.config.embedding_dim) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.norm(dim=1).numpy(), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("frames", [1, 7, 44, 216, 431])
+def test_any_number_of_frames(encoder: Encoder, rng: np.random.Generator, frames: int) -> None:
+    with torch.no_grad():
+        out = encoder(_cqt(rng, 3, frames))
+    assert out.shape == (3, 32) and torch.isfinite(out).all()
+
+
+def test_default_model_shape(features: FeatureConfig, rng: np.random.Generator) -> None:
+    model = Encoder(ModelConfig(), features).eval()
+    with torch.no_grad():
+        out = model(_cqt(rng, 2, features.frames_per_clip))
+    assert out.shape == (2, 128)
+
+
+def test_per_clip_standardisation_makes_gain_and_offset_irrelevant(
+    encoder: Encoder, features: FeatureConfig, rng: np.random.Generator
+) -> None:
+    x = _cqt(rng, 4, features.frames_per_clip)
+    with torch.no_grad():
+        np.testing.assert_allclose(encoder(x).numpy(), encoder(3.0 * x + 5.0).numpy(), atol=1e-4)
+
+
+def test_rejects_a_missing_batch_dimension(encoder: Encoder) -> None:
+    with pytest.raises(ValueError, match=r"expected \(batch, bins, frames\), got shape \(84, 44\)"):
+        encoder(torch.zeros(84, 44))
+
+
+def test_embed_batches_agree_and_empty_input_gives_no_rows(
+    encoder: Encoder, features: FeatureConfig, rng: np.random.Generator
+) -> None:
+    x = _cqt(rng, 7, features.frames_per_clip).numpy().astype(np.float16)  # as cached features are stored
+    one_go, in_threes = embed(encoder, x), embed(encoder, x, batch=3)
+    assert one_go.dtype == np.float32 and one_go.shape == (7, 32)
+    np.testing.assert_allclose(one_go, in_threes, atol=1e-5)
+    empty = embed(encoder, np.zeros((0, 84, 44), np.float32))
+    assert empty.shape == (0, 32) and empty.dtype == np.float32
+
+
+def test_embed_switches_to_eval_mode(encoder: Encoder, features: FeatureConfig, rng: np.random.Generator) -> None:
+    x = _cqt(rng, 4, features.frames_per_clip).numpy()
+    encoder.train()
+    a = embed(encoder, x)
+    assert not encoder.training
+    np.testing.assert_array_equal(a, embed(encoder, x))  # no dropout, frozen batch-norm statistics

@@ -1,0 +1,223 @@
+"""Triplet training: the loss and its mining modes, P x K batches, augmentation, a smoke run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
+from musicidx.encoder.train import (
+    PKSampler,
+    TrainingData,
+    augment,
+    pairwise_distances,
+    train_encoder,
+    triplet_loss,
+)
+
+MODES = ["batch-hard", "semi-hard", "batch-all"]
+TINY_MODEL = ModelConfig(channels=(4, 8), embedding_dim=8)
+
+
+def _angles(*deg: float) -> torch.Tensor:
+    r = torch.deg2rad(torch.tensor(deg, dtype=torch.float64))
+    return torch.stack([torch.cos(r), torch.sin(r)], dim=1)
+
+
+def _chord(a: float, b: float) -> float:
+    """Euclidean distance between unit vectors at angles a and b (degrees)."""
+    return float(2 * np.sin(np.deg2rad(abs(a - b)) / 2))
+
+
+def test_pairwise_distances_are_euclidean_and_safe_on_the_diagonal() -> None:
+    emb = _angles(0, 90, 180)
+    d = pairwise_distances(emb)
+    np.testing.assert_allclose(d.numpy(), [[1e-6, 2**0.5, 2], [2**0.5, 1e-6, 2**0.5], [2, 2**0.5, 1e-6]], atol=1e-6)
+    emb = emb.clone().requires_grad_(True)
+    pairwise_distances(emb).sum().backward()  # sqrt at 0 would give NaN gradients
+    assert torch.isfinite(emb.grad).all()
+
+
+def test_batch_hard_by_hand() -> None:
+    # labels 0,0,1,1 at 0, 30, 60, 170 degrees; margin 0.2
+    emb, labels = _angles(0, 30, 60, 170), torch.tensor([0, 0, 1, 1])
+    hardest = [
+        _chord(0, 30) - _chord(0, 60),  # anchor 0: positive 30, nearest negative 60
+        _chord(30, 0) - _chord(30, 60),
+        _chord(60, 170) - _chord(60, 30),
+        _chord(170, 60) - _chord(170, 30),
+    ]
+    expected = np.maximum(np.array(hardest) + 0.2, 0)
+    loss, active = triplet_loss(emb, labels, margin=0.2, mining="batch-hard")
+    assert float(loss) == pytest.approx(expected.mean(), rel=1e-5)
+    assert active == pytest.approx((expected > 0).mean())
+
+
+def test_soft_margin_is_softplus() -> None:
+    emb, labels = _angles(0, 30, 60, 170), torch.tensor([0, 0, 1, 1])
+    hard, _ = triplet_loss(emb, labels, margin=0.2, mining="batch-hard")
+    soft, active = triplet_loss(emb, labels, margin=0.0, mining="batch-hard")
+    gap = torch.tensor([_chord(0, 30) - _chord(0, 60), _chord(30, 0) - _chord(30, 60)])
+    gap = torch.cat([gap, torch.tensor([_chord(60, 170) - _chord(60, 30), _chord(170, 60) - _chord(170, 30)])])
+    assert float(soft) == pytest.approx(float(F.softplus(gap).mean()), rel=1e-5)
+    assert active == 1.0 and float(soft) != pytest.approx(float(hard))
+
+
+@pytest.mark.parametrize("mining", MODES)
+def test_well_separated_clusters_cost_nothing(mining: str) -> None:
+    emb, labels = _angles(0, 5, 180, 185), torch.tensor([0, 0, 1, 1])
+    loss, active = triplet_loss(emb, labels, margin=0.2, mining=mining)
+    assert float(loss) == 0.0 and active == 0.0
+
+
+def test_semi_hard_by_hand() -> None:
+    # Alpha at 0 and 40 degrees, Beta at 60 and 170; margin 0.5. Per anchor-positive pair, the
+    # nearest negative farther than the positive, else the farthest negative.
+    emb, labels = _angles(0, 40, 60, 170), torch.tensor([0, 0, 1, 1])
+    gaps = [
+        _chord(0, 40) - _chord(0, 60),  # 60 and 170 are both farther than 40: the nearer, 60
+        _chord(40, 0) - _chord(40, 170),  # 60 is nearer than the positive: 170
+        _chord(60, 170) - _chord(60, 0),  # no negative farther than 110 degrees: the farthest, 0
+        _chord(170, 60) - _chord(170, 40),  # 0 and 40 both farther than 110: the nearer, 40
+    ]
+    loss, active = triplet_loss(emb, labels, margin=0.5, mining="semi-hard")
+    expected = np.maximum(np.array(gaps) + 0.5, 0.0)
+    assert float(loss) == pytest.approx(expected.mean(), rel=1e-5)
+    assert active == pytest.approx((expected > 0).mean())
+
+
+def test_batch_all_averages_only_the_violating_triplets() -> None:
+    emb, labels = _angles(0, 30, 60, 170), torch.tensor([0, 0, 1, 1])
+    d = pairwise_distances(emb)
+    terms = [
+        float(d[a, p] - d[a, n]) + 0.2
+        for a in range(4)
+        for p in range(4)
+        for n in range(4)
+        if a != p and labels[a] == labels[p] and labels[n] != labels[a]
+    ]
+    violating = [t for t in terms if t > 1e-12]
+    loss, active = triplet_loss(emb, labels, margin=0.2, mining="batch-all")
+    assert float(loss) == pytest.approx(np.mean(violating), rel=1e-5)
+    assert active == pytest.approx(len(violating) / len(terms))
+
+
+@pytest.mark.parametrize("mining", ["batch-hard", "batch-all"])
+def test_a_batch_without_negatives_costs_nothing(mining: str) -> None:
+    loss, active = triplet_loss(_angles(0, 90, 180), torch.tensor([1, 1, 1]), margin=0.2, mining=mining)
+    assert float(loss) == 0.0 and active == 0.0
+
+
+def test_unknown_mining_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown mining 'hardest'; use 'batch-hard', 'semi-hard' or 'batch-all'"):
+        triplet_loss(_angles(0, 90), torch.tensor([0, 1]), margin=0.2, mining="hardest")
+
+
+def test_pk_sampler_draws_k_clips_of_every_composer_from_different_tracks(rng: np.random.Generator) -> None:
+    # composer 0: tracks 0-3 (3 clips each); composer 1: tracks 4-5 (2 each); composer 2: track 6
+    label = np.repeat([0, 1, 2], [12, 4, 2])
+    track = np.repeat(np.arange(7), [3, 3, 3, 3, 2, 2, 2])
+    sampler = PKSampler(label, track, 4, rng)
+    for _ in range(20):
+        idx = sampler.batch()
+        assert np.bincount(label[idx], minlength=3).tolist() == [4, 4, 4]
+        assert sorted(set(track[idx[:4]])) == [0, 1, 2, 3]  # enough tracks: K different ones
+        assert set(track[idx[4:8]]) <= {4, 5} and set(track[idx[8:]]) == {6}
+
+
+def _rolled(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Reference: bins moved up by ``s`` (down if negative), vacated bins at the clip's minimum."""
+    out = torch.full_like(x, float(x.min()))
+    if s >= 0:
+        out[s:] = x[: x.shape[0] - s]
+    else:
+        out[:s] = x[-s:]
+    return out
+
+
+def test_augment_crops_a_window_of_each_clip() -> None:
+    x = torch.arange(4 * 6 * 10, dtype=torch.float32).reshape(4, 6, 10)
+    out = augment(x, crop_frames=4, max_shift=0, gen=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 6, 4)
+    for i in range(4):
+        o = int(out[i, 0, 0] - x[i, 0, 0])
+        assert 0 <= o <= 6
+        torch.testing.assert_close(out[i], x[i, :, o : o + 4])
+
+
+def test_augment_transposes_by_rolling_bins_and_fills_with_the_floor() -> None:
+    x = (torch.arange(6, dtype=torch.float32)[:, None] + 10.0).expand(6, 10)
+    batch = x.expand(16, 6, 10).clone()
+    out = augment(batch, crop_frames=10, max_shift=2, gen=torch.Generator().manual_seed(1))
+    shifts = []
+    for i in range(16):
+        matches = [s for s in range(-2, 3) if torch.equal(out[i], _rolled(x, s))]
+        assert len(matches) == 1
+        shifts += matches
+    assert len(set(shifts)) > 1  # random per clip
+
+
+def test_training_data_lengths_must_agree() -> None:
+    with pytest.raises(ValueError, match="feats, label and track must have the same length"):
+        TrainingData(np.zeros((3, 84, 44), np.float32), np.zeros(3, int), np.zeros(2, int))
+
+
+def _random_cqt(rng: np.random.Generator, features: FeatureConfig) -> TrainingData:
+    """Random log-CQT clips: 3 composers x 3 tracks x 2 clips, each composer with its own mean."""
+    label = np.repeat([0, 1, 2], 6)
+    track = np.repeat(np.arange(9), 2)
+    feats = rng.normal(-5.0, 1.0, (18, features.n_bins, features.frames_per_clip)).astype(np.float32)
+    feats += label[:, None, None] * np.linspace(0, 2, features.n_bins, dtype=np.float32)[None, :, None]
+    return TrainingData(feats, label, track)
+
+
+@pytest.mark.parametrize(("mining", "margin"), [(m, 0.2) for m in MODES] + [("batch-hard", 0.0)])
+def test_training_smoke_each_mining_mode(
+    rng: np.random.Generator, features: FeatureConfig, mining: str, margin: float
+) -> None:
+    data = _random_cqt(rng, features)
+    tc = TrainConfig(
+        epochs=1, batches_per_epoch=3, clips_per_composer=3, mining=mining, margin=margin, crop_seconds=1.0
+    )
+    result = train_encoder(data, features=features, model_config=TINY_MODEL, train_config=tc)
+    assert result.best_epoch == 1 and len(result.history) == 1
+    h = result.history[0]
+    assert np.isfinite(h.loss) and h.loss >= 0 and 0.0 <= h.active_triplets <= 1.0
+    assert h.val_accuracy is None and not result.model.training
+    with torch.no_grad():
+        emb = result.model(torch.from_numpy(data.feats[:4]))
+    assert emb.shape == (4, 8)
+    np.testing.assert_allclose(emb.norm(dim=1).numpy(), 1.0, rtol=1e-5)
+
+
+def test_training_is_deterministic_given_the_seed(rng: np.random.Generator, features: FeatureConfig) -> None:
+    data = _random_cqt(rng, features)
+    tc = TrainConfig(epochs=1, batches_per_epoch=2, clips_per_composer=2, crop_seconds=1.0, seed=5)
+    a = train_encoder(data, features=features, model_config=TINY_MODEL, train_config=tc)
+    b = train_encoder(data, features=features, model_config=TINY_MODEL, train_config=tc)
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(v, b.model.state_dict()[k], rtol=0, atol=0)
+    assert a.history[0].loss == b.history[0].loss
+
+
+def test_the_best_validated_epoch_is_kept(rng: np.random.Generator, features: FeatureConfig) -> None:
+    data = _random_cqt(rng, features)
+    scores = iter([0.5, 0.9, 0.1])
+    snapshots = []
+
+    def validate(model: torch.nn.Module) -> tuple[float, float]:
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        s = next(scores)
+        return s, s
+
+    seen = []
+    tc = TrainConfig(epochs=3, batches_per_epoch=1, clips_per_composer=2, crop_seconds=1.0)
+    result = train_encoder(
+        data, features=features, model_config=TINY_MODEL, train_config=tc, validate=validate, on_epoch=seen.append
+    )
+    assert result.best_epoch == 2
+    assert [s.epoch for s in seen] == [1, 2, 3] and [s.val_balanced_accuracy for s in seen] == [0.5, 0.9, 0.1]
+    for k, v in result.model.state_dict().items():
+        torch.testing.assert_close(v, snapshots[1][k])
