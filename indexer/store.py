@@ -73,8 +73,14 @@ def utc_now() -> str:
 def make_faiss_index(dim: int, n: int, kind: str = "auto") -> tuple[Any, str]:
     """An empty inner-product FAISS index with explicit ids, sized for ``n`` vectors.
 
-    ``auto`` is exact search (``flat``) up to 100,000 vectors and HNSW (M=32) above; returns
-    the index and the kind chosen.
+    ``auto`` is exact search (``flat``) up to 100,000 vectors and HNSW above; returns the
+    index and the kind chosen.
+
+    HNSW parameters: M=32, efConstruction=80, efSearch=128. Measured by
+    ``benchmarks/faiss_bench.py`` at 10**6 clustered 128-d unit vectors (one thread, single
+    queries): efSearch=64 gave recall@10 0.952 at 0.25 ms median, within sampling error of the
+    0.95 target; efSearch=128 gives 0.985 at 0.40 ms (target: >= 0.95 within 5 ms). efSearch
+    costs nothing at build time and is saved with the index.
     """
     import faiss
 
@@ -86,7 +92,7 @@ def make_faiss_index(dim: int, n: int, kind: str = "auto") -> tuple[Any, str]:
     elif kind == "hnsw":
         base = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         base.hnsw.efConstruction = 80
-        base.hnsw.efSearch = 64
+        base.hnsw.efSearch = 128
     else:
         raise MusicIdxError(f"unknown FAISS index kind {kind!r}; use auto, flat or hnsw")
     return faiss.IndexIDMap2(base), kind
