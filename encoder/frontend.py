@@ -75,7 +75,7 @@ def cqt_layer(cfg: FeatureConfig) -> KernelCQT:
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
         layer = KernelCQT(d["real"], d["imag"], d["lengths"], int(d["kernel_width"]), int(d["hop_length"]))
-    except (OSError, KeyError, RuntimeError, ValueError):
+    except Exception:  # missing or damaged (torch.load raises EOFError, UnpicklingError...): remake
         layer = KernelCQT.from_nnaudio(nnaudio_layer(cfg))
         _store(path, layer)
     _LAYERS[key] = layer

@@ -234,7 +234,7 @@ class TrainedCache:
             state = torch.load(self.root / f"{key}.pt", map_location="cpu", weights_only=True)
             model = Encoder(mc, features)
             model.load_state_dict(state)
-        except (OSError, ValueError, RuntimeError, KeyError):  # missing or damaged: train again
+        except Exception:  # missing or damaged (EOFError, UnpicklingError...): train again
             return None
         model.eval()
         return TrainResult(model, int(meta["best_epoch"]), [EpochStats(**h) for h in meta["history"]])

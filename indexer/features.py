@@ -65,7 +65,7 @@ class FeatureCache:
         try:
             with np.load(p, allow_pickle=False) as z:
                 return z["feats"], z["starts"], float(z["duration"])
-        except (OSError, KeyError, ValueError):  # missing, or damaged: recompute
+        except Exception:  # missing, or damaged (EOFError, BadZipFile...): recompute
             return None
 
     def put(self, key: str, feats: np.ndarray, starts: np.ndarray, duration: float) -> None:
