@@ -1,0 +1,260 @@
+"""The index directory: atomic save, round trip, and every way a damaged index is refused.
+
+Works on a hand-made index (``synthetic_index``: no FluidSynth, no training), so it is fast;
+``test_integration.py`` checks the same on a really built one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import SyntheticIndex
+
+from musicidx.encoder.config import FeatureConfig
+from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
+from musicidx.indexer.store import FORMAT_VERSION, IndexFormatError, load_index, save_index
+from musicidx.query.engine import Searcher
+
+
+def _vectors(index) -> np.ndarray:  # noqa: ANN001
+    return np.stack([index.reconstruct(i) for i in range(index.ntotal)])
+
+
+def test_save_load_round_trip(synthetic_index: SyntheticIndex) -> None:
+    saved, loaded = synthetic_index.contents, load_index(synthetic_index.path)
+    assert sorted(p.name for p in synthetic_index.path.iterdir()) == [
+        "clips.parquet",
+        "encoder.pt",
+        "index.faiss",
+        "manifest.json",
+    ]
+    blob = (synthetic_index.path / "encoder.pt").read_bytes()
+    expected = json.loads(json.dumps(saved.manifest))  # as JSON has it: tuples become lists
+    assert loaded.manifest == {**expected, "encoder_sha256": hashlib.sha256(blob).hexdigest()}
+    assert loaded.clips.equals(saved.clips)
+    np.testing.assert_array_equal(_vectors(loaded.faiss_index), _vectors(saved.faiss_index))
+    assert loaded.encoder_state.keys() == saved.encoder_state.keys()
+    for k, v in saved.encoder_state.items():
+        torch.testing.assert_close(loaded.encoder_state[k], v, rtol=0, atol=0)
+    assert loaded.feature_config == FeatureConfig.from_dict(saved.manifest["features"])
+    assert loaded.model_config.embedding_dim == 32
+
+
+def test_save_replaces_an_existing_index_whole_and_leaves_no_temporaries(synthetic_index: SyntheticIndex) -> None:
+    out = synthetic_index.path
+    (out / "leftover.txt").write_text("from the previous index")
+    contents = synthetic_index.contents
+    contents.manifest["k"] = 7
+    save_index(contents, out)
+    assert not (out / "leftover.txt").exists() and load_index(out).manifest["k"] == 7
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_save_removes_temporaries_of_dead_builds_only(synthetic_index: SyntheticIndex) -> None:
+    out = synthetic_index.path
+    dead = out.parent / f".{out.name}.tmp-{2**22 + 7}-x"  # above any pid_max: no such process
+    alive = out.parent / f".{out.name}.tmp-1-y"  # pid 1 always exists
+    dead.mkdir()
+    alive.mkdir()
+    save_index(synthetic_index.contents, out)
+    assert not dead.exists() and alive.is_dir()
+
+
+def test_save_refuses_to_replace_a_file(synthetic_index: SyntheticIndex, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(IndexFormatError, match="afile: exists and is not a directory"):
+        save_index(synthetic_index.contents, tmp_path / "afile")
+
+
+def _edit_manifest(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    def damage(d: Path) -> None:
+        m = json.loads((d / "manifest.json").read_text())
+        change(m)
+        (d / "manifest.json").write_text(json.dumps(m))
+
+    return damage
+
+
+def _truncate(name: str, fraction: float = 0.5) -> Callable[[Path], None]:
+    def damage(d: Path) -> None:
+        data = (d / name).read_bytes()
+        (d / name).write_bytes(data[: int(len(data) * fraction)])
+
+    return damage
+
+
+def _edit_clips(change: Callable[[pa.Table], pa.Table]) -> Callable[[Path], None]:
+    def damage(d: Path) -> None:
+        pq.write_table(change(pq.read_table(d / "clips.parquet")), d / "clips.parquet")
+
+    return damage
+
+
+def _replace_encoder(obj: object, *, fix_hash: bool = True) -> Callable[[Path], None]:
+    def damage(d: Path) -> None:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        (d / "encoder.pt").write_bytes(buf.getvalue())
+        if fix_hash:
+            _edit_manifest(lambda m: m.update(encoder_sha256=hashlib.sha256(buf.getvalue()).hexdigest()))(d)
+
+    return damage
+
+
+DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "missing manifest": (lambda d: (d / "manifest.json").unlink(), r"incomplete index: manifest.json is missing"),
+    "missing faiss": (lambda d: (d / "index.faiss").unlink(), r"incomplete index: index.faiss is missing"),
+    "missing parquet": (lambda d: (d / "clips.parquet").unlink(), r"incomplete index: clips.parquet is missing"),
+    "missing encoder": (lambda d: (d / "encoder.pt").unlink(), r"incomplete index: encoder.pt is missing"),
+    "manifest not json": (lambda d: (d / "manifest.json").write_text("{"), r"manifest.json is not valid JSON"),
+    "manifest a list": (lambda d: (d / "manifest.json").write_text("[]"), r"has no integer format_version"),
+    "future format": (
+        _edit_manifest(lambda m: m.update(format_version=FORMAT_VERSION + 1)),
+        rf"index format_version {FORMAT_VERSION + 1} is newer than this musicidx reads \({FORMAT_VERSION}\); "
+        r"upgrade musicidx",
+    ),
+    "old format": (
+        _edit_manifest(lambda m: m.update(format_version=FORMAT_VERSION - 1)),
+        rf"format_version {FORMAT_VERSION - 1} is too old; rebuild it",
+    ),
+    "string format": (_edit_manifest(lambda m: m.update(format_version="1")), r"has no integer format_version"),
+    "unknown feature field": (
+        _edit_manifest(lambda m: m["features"].update(bogus=1)),
+        r"missing or has bad fields \(unknown FeatureConfig field\(s\): \['bogus'\]\)",
+    ),
+    "no model": (_edit_manifest(lambda m: m.pop("model")), r"manifest.json is missing or has bad fields"),
+    "truncated faiss": (_truncate("index.faiss"), r"index.faiss is damaged"),
+    "empty faiss": (_truncate("index.faiss", 0.0), r"index.faiss is damaged"),
+    "truncated parquet": (_truncate("clips.parquet"), r"clips.parquet is damaged"),
+    "parquet rows missing": (
+        _edit_clips(lambda t: t.slice(0, t.num_rows - 2)),
+        r"index.faiss holds 12 vectors but clips.parquet has 10 rows; rebuild the index",
+    ),
+    "parquet column missing": (_edit_clips(lambda t: t.drop_columns(["work"])), r"unexpected schema"),
+    "clip ids shuffled": (
+        _edit_clips(lambda t: t.set_column(0, "clip_id", pa.array(np.arange(12)[::-1], pa.int64()))),
+        r"clip_id is not 0..n-1 in order",
+    ),
+    "dimension": (
+        _edit_manifest(lambda m: m.update(embedding_dim=64)),
+        r"index.faiss has dimension 32, the manifest says 64",
+    ),
+    "encoder changed": (_truncate("encoder.pt", 0.9), r"encoder.pt does not match the sha256 in manifest.json"),
+    "encoder not a dict": (_replace_encoder([torch.zeros(3)]), r"encoder.pt is not a state_dict"),
+    "encoder holds an object": (
+        _replace_encoder({"w": torch.zeros(3), "cfg": FeatureConfig()}),
+        r"encoder.pt is not a plain state_dict \(UnpicklingError\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=list(DAMAGES))
+def test_a_damaged_index_is_refused(synthetic_index: SyntheticIndex, damage: str) -> None:
+    do, match = DAMAGES[damage]
+    do(synthetic_index.path)
+    with pytest.raises(IndexFormatError, match=match) as info:
+        load_index(synthetic_index.path)
+    assert str(synthetic_index.path) in str(info.value)
+
+
+def test_no_index_at_all(tmp_path: Path) -> None:
+    with pytest.raises(IndexFormatError, match=r"nope: no index here \(build one with 'musicidx build MIDI_DIR"):
+        load_index(tmp_path / "nope")
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, "w")``: creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("fix_hash", [False, True], ids=["manifest-hash-stale", "manifest-hash-updated"])
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(
+    synthetic_index: SyntheticIndex, tmp_path: Path, fix_hash: bool
+) -> None:
+    marker = tmp_path / "pwned"
+    blob = pickle.dumps({"weight": _Payload(marker)}, protocol=2)  # the protocol torch.save uses
+    (synthetic_index.path / "encoder.pt").write_bytes(blob)
+    if fix_hash:  # even a manifest that vouches for it does not make weights_only=True run it
+        _edit_manifest(lambda m: m.update(encoder_sha256=hashlib.sha256(blob).hexdigest()))(synthetic_index.path)
+    with pytest.raises(IndexFormatError, match="encoder.pt"):
+        load_index(synthetic_index.path)
+    assert not marker.exists()
+    pickle.loads(blob)  # the payload is live: unpickled for real, it does create the file
+    assert marker.exists()
+
+
+# ------------------------------------------------------------------------------ Searcher
+
+
+def test_query_with_other_features_is_refused_naming_both_values(synthetic_index: SyntheticIndex) -> None:
+    s = Searcher(synthetic_index.path)
+    s.check_features(FeatureConfig(clip_seconds=2.0, clips_per_track=3, min_clip_hop_seconds=1.0))
+    with pytest.raises(
+        ConfigMismatchError,
+        match=r"feature config differs from the index: clip_seconds: index has 2\.0, this run has 10\.0; "
+        r"clips_per_track: index has 3, this run has 8; min_clip_hop_seconds: index has 1\.0, this run has 5\.0",
+    ):
+        s.check_features(FeatureConfig())
+
+
+def test_searcher_answers_from_features(synthetic_index: SyntheticIndex) -> None:
+    s = Searcher(synthetic_index.path)
+    r = s.query_features(synthetic_index.feats[4:6], np.array([0.0, 2.0]), name="q.mid")  # track 2: Beta
+    assert r.file == "q.mid" and r.composer == "Beta" and r.clips == 2
+    assert r.same_composition and r.same_track == "Beta/Work 2_OP2_2_w.mid"
+    assert sum(r.votes.values()) == pytest.approx(1.0, abs=1e-5) and set(r.votes) == {"Alpha", "Beta", "Gamma"}
+    assert r.nearest[0].path == "Beta/Work 2_OP2_2_w.mid" and r.nearest[0].similarity == pytest.approx(1.0, abs=1e-4)
+    assert len(r.nearest) == 3 and len({n.path for n in r.nearest}) == 3
+    assert r.threshold == 0.5 and r.is_new == (r.novelty > 0.5)
+    assert json.loads(json.dumps(r.to_dict()))["nearest"][0]["match_start_s"] in (0.0, 2.0)
+
+
+def test_k_larger_than_the_index_drops_the_padding(synthetic_index: SyntheticIndex) -> None:
+    s = Searcher(synthetic_index.path, k=50)
+    r = s.query_features(synthetic_index.feats[:1], np.array([0.0]), name="q")
+    assert np.isfinite(r.novelty) and 0.0 <= r.novelty <= 2.0
+    assert sum(r.votes.values()) == pytest.approx(1.0, abs=1e-5)
+    assert len(r.nearest) == 3 and all(n.path for n in r.nearest)
+
+
+def test_searcher_refusals(synthetic_index: SyntheticIndex, tmp_path: Path) -> None:
+    with pytest.raises(MusicIdxError, match="k must be at least 1, got 0"):
+        Searcher(synthetic_index.path, k=0)
+    s = Searcher(synthetic_index.path)
+    with pytest.raises(ConfigMismatchError, match=r"features of shape \(84, 216\) do not match the index's \(84, 44\)"):
+        s.query_features(np.zeros((1, 84, 216), np.float32), np.zeros(1), name="q")
+    other = tmp_path / "Other.sf2"
+    other.write_bytes(b"RIFF" + bytes(64))
+    with pytest.raises(ConfigMismatchError, match=r"rendered with SoundFont TimGM6mb\.sf2 .* found Other\.sf2"):
+        Searcher(synthetic_index.path, soundfont=other)
+
+
+def test_an_encoder_that_does_not_fit_the_manifest_model_is_refused(synthetic_index: SyntheticIndex) -> None:
+    _edit_manifest(lambda m: m["model"].update(channels=[4, 8, 16]))(synthetic_index.path)
+    with pytest.raises(IndexFormatError, match=r"encoder.pt does not fit the model in the manifest"):
+        Searcher(synthetic_index.path)
+
+
+def test_loading_does_not_need_write_access(synthetic_index: SyntheticIndex) -> None:
+    for p in synthetic_index.path.iterdir():
+        p.chmod(0o444)
+    synthetic_index.path.chmod(0o555)
+    try:
+        assert load_index(synthetic_index.path).faiss_index.ntotal == 12
+    finally:
+        synthetic_index.path.chmod(0o755)
