@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,12 @@ def work_of(path: str | Path) -> str:
     return f"{m['title']}_{m['catalogue']}" if m else stem
 
 
+def display_name(path: str | Path) -> str:
+    """``path`` as text that can always be printed and stored (CSV, JSON, Parquet): the bytes of
+    a name that is not UTF-8 are shown escaped (``latin1-\\xe9.mid``) instead of failing the run."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def is_midi_name(path: Path) -> bool:
     return path.suffix.lower() in MIDI_SUFFIXES
 
@@ -70,7 +77,8 @@ def scan_corpus(midi_dir: str | Path) -> list[Track]:
     tracks: list[Track] = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for f in list_midi(sub):
-            tracks.append(Track(sub.name, work_of(f), f, f.relative_to(root).as_posix()))
+            rel = display_name(f.relative_to(root).as_posix())
+            tracks.append(Track(display_name(sub.name), work_of(rel), f, rel))
     if not tracks:
         raise CorpusError("no MIDI files found (expected MIDI_DIR/<Composer>/*.mid)", path=root)
     return tracks

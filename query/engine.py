@@ -18,7 +18,7 @@ import numpy as np
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
 from musicidx.encoder.render import matching_soundfont
-from musicidx.indexer.corpus import is_midi_name
+from musicidx.indexer.corpus import display_name, is_midi_name
 from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote
 from musicidx.indexer.store import IndexContents, load_index
@@ -121,7 +121,7 @@ class Searcher:
     def query(self, path: str | Path) -> QueryResult:
         """Answer for one MIDI file (raises a :class:`MusicIdxError` on bad input)."""
         tf = self.features_of(path)
-        return self.query_features(tf.feats, tf.starts, name=str(path))
+        return self.query_features(tf.feats, tf.starts, name=display_name(path))
 
     def query_features(self, feats: np.ndarray, starts: np.ndarray, *, name: str) -> QueryResult:
         """Answer for clips already turned into features (``feats``: (n, bins, frames))."""
@@ -258,7 +258,7 @@ def score_files(
     """Score every file; a file that fails gets an error row and the rest go on."""
     rows: list[ScoreRow] = []
     for i, f in enumerate(files, 1):
-        name = str(Path(f).relative_to(root)) if root is not None else str(f)
+        name = display_name(Path(f).relative_to(root) if root is not None else f)
         try:
             r = searcher.query(f)
             rows.append(ScoreRow.from_result(QueryResult(**{**r.__dict__, "file": name})))
