@@ -129,9 +129,10 @@ def edge_midis(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def bad_corpus(tmp_path: Path, good_midi: Path, rng: np.random.Generator) -> dict[str, midi_factory.Case]:
-    """The bad-input corpus in ``tmp_path/bad``, generated (never downloaded); name -> case."""
+    """The bad-input corpus in ``tmp_path/bad``, generated (never downloaded); key -> case
+    (keys: ``midi_factory.CASE_KEYS``)."""
     cases = midi_factory.write_bad_corpus(tmp_path / "bad", good_midi.read_bytes(), rng)
-    return {c.name: c for c in cases}
+    return {c.key: c for c in cases}
 
 
 # ----------------------------------------------------------------------------------- builds

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from midi_factory import TRACK_NAMES
 
-from musicidx.indexer.corpus import CorpusError, Track, list_midi, scan_corpus, work_of
+from musicidx.indexer.corpus import CorpusError, Track, display_name, list_midi, scan_corpus, work_of
 
 
 @pytest.mark.parametrize(
@@ -86,3 +87,20 @@ def test_missing_or_empty_corpus_is_a_corpus_error(tmp_path: Path) -> None:
     assert info.value.path == tmp_path
     with pytest.raises(CorpusError, match=r"cannot list folder \(No such file or directory\)"):
         list_midi(tmp_path / "missing")
+
+
+def test_display_name_escapes_bytes_that_are_not_utf8_and_keeps_the_rest() -> None:
+    latin1 = Path(os.fsdecode(b"Alpha/latin1-\xe9\xff.mid"))
+    assert display_name(latin1) == "Alpha/latin1-\\xe9\\xff.mid"
+    assert display_name("ünïcödé – 作曲.mid") == "ünïcödé – 作曲.mid"
+    assert display_name("   spaces   .mid") == "   spaces   .mid"
+    display_name(latin1).encode("utf-8")  # printable and storable: no surrogates left
+
+
+def test_scan_corpus_names_are_always_valid_utf8(tmp_path: Path) -> None:
+    (tmp_path / "Alpha").mkdir()
+    with open(os.path.join(os.fsencode(tmp_path), b"Alpha", b"Sonata \xe9_OP1_1_a.mid"), "wb") as f:
+        f.write(b"MThd")
+    (track,) = scan_corpus(tmp_path)
+    assert track.rel_path == "Alpha/Sonata \\xe9_OP1_1_a.mid" and track.work == "Sonata \\xe9_OP1"
+    assert track.path.is_file()  # the path itself still opens the file
