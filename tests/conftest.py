@@ -21,7 +21,6 @@ import pytest
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 
-TESTS_DIR = Path(__file__).parent
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 #: Two-second clips, three per track: a track of the tiny corpus renders in ~0.05 s.

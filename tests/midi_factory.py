@@ -286,13 +286,3 @@ def write_bad_corpus(folder: Path, good: bytes, rng: np.random.Generator) -> lis
     else:
         cases.append(Case("locked", locked, "InvalidMidiError", r"cannot read file \(Permission denied\)"))
     return cases
-
-
-def write_piece(path: Path, rng: np.random.Generator, *, program: int, low: int, notes: int = 30) -> Path:
-    """A few seconds of one instrument playing random notes in the octave above ``low``."""
-    t, out = 0.0, []
-    for _ in range(notes):
-        d = float(rng.uniform(0.1, 0.3))
-        out.append((low + int(rng.integers(0, 12)), t, t + d))
-        t += d
-    return write_notes(path, out, program=program)

@@ -1,0 +1,346 @@
+"""End to end with real FluidSynth, nnAudio, training and FAISS on the tiny corpus.
+
+The session's ``built_index`` (conftest) is the index under test; the CLI is driven through
+click's ``CliRunner``; a few checks need a real process (``python -m musicidx``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import midi_factory
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from midi_factory import TRACK_NAMES
+
+from musicidx.cli import cli
+from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
+from musicidx.encoder.render import clip_starts, file_sha256, find_soundfont, load_midi
+from musicidx.indexer.corpus import work_of
+from musicidx.indexer.store import CLIPS_SCHEMA, FORMAT_VERSION, load_index, package_version
+from musicidx.query.engine import SCORE_COLUMNS, Searcher
+
+pytestmark = [pytest.mark.fluidsynth]
+
+COMPOSERS = ["Alpha", "Beta", "Gamma"]
+
+
+def _manifest(index: Path) -> dict[str, Any]:
+    return json.loads((index / "manifest.json").read_text())
+
+
+def _vectors(index: Path) -> np.ndarray:
+    ix = load_index(index).faiss_index
+    return np.stack([ix.reconstruct(i) for i in range(ix.ntotal)])
+
+
+# ------------------------------------------------------------------------------ the index
+
+
+def test_manifest_describes_the_index(
+    built_index: Path, features: FeatureConfig, model_config: ModelConfig, train_config: TrainConfig
+) -> None:
+    m = _manifest(built_index)
+    assert m["format_version"] == FORMAT_VERSION and m["musicidx_version"] == package_version()
+    assert dt.datetime.fromisoformat(m["created"]).tzinfo is not None
+    assert FeatureConfig.from_dict(m["features"]) == features
+    assert ModelConfig.from_dict(m["model"]) == model_config and m["embedding_dim"] == 32
+    assert {k: m["training"][k] for k in train_config.to_dict()} == json.loads(json.dumps(train_config.to_dict()))
+    assert 1 <= m["training"]["best_epoch"] <= train_config.epochs and len(m["training"]["history"]) == 2
+    assert m["soundfont"]["name"] == "TimGM6mb.sf2" and m["soundfont"]["sha256"] == find_soundfont().sha256
+    assert m["soundfont"]["rendered_seconds"] > 0
+    assert m["composers"] == {"Alpha": 4, "Beta": 4, "Gamma": 4}
+    assert m["counts"] == {"tracks": 12, "clips": 36, "works": 9}
+    assert m["faiss"] == {"type": "flat", "metric": "inner_product", "ntotal": 36} and m["k"] == 10
+    nov = m["novelty"]
+    assert 0.0 <= nov["threshold"] <= 2.0 and nov["accept_rate"] == 0.95
+    assert nov["calibrated_on"]["tracks"] == len(nov["calibrated_on"]["track_ids"]) == m["validation"]["tracks"] > 0
+    assert m["skipped"] == []
+    assert m["encoder_sha256"] == hashlib.sha256((built_index / "encoder.pt").read_bytes()).hexdigest()
+
+
+def test_clips_table_points_back_at_the_corpus(built_index: Path, corpus_dir: Path, features: FeatureConfig) -> None:
+    t = pq.read_table(built_index / "clips.parquet")
+    assert t.schema.equals(CLIPS_SCHEMA)
+    rows = t.to_pylist()
+    assert [r["clip_id"] for r in rows] == list(range(36))
+    by_track: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_track.setdefault(r["track_id"], []).append(r)
+    assert sorted(by_track) == list(range(12))
+    for clips in by_track.values():
+        f = corpus_dir / clips[0]["path"]
+        assert f.is_file() and not Path(clips[0]["path"]).is_absolute()
+        assert {(r["composer"], r["work"], r["sha256"], r["dur_s"]) for r in clips} == {
+            (f.parent.name, work_of(f), file_sha256(f), features.clip_seconds)
+        }
+        np.testing.assert_allclose([r["start_s"] for r in clips], clip_starts(load_midi(f), features))
+
+
+def test_validation_holds_out_whole_works(built_index: Path) -> None:
+    m = _manifest(built_index)
+    held = set(m["novelty"]["calibrated_on"]["track_ids"])
+    t = pq.read_table(built_index / "clips.parquet").to_pylist()
+    group = {r["track_id"]: f"{r['composer']}/{r['work']}" for r in t}
+    for g in set(group.values()):
+        tracks = {tid for tid, gg in group.items() if gg == g}
+        assert tracks <= held or not tracks & held, f"work {g} split across training and validation"
+    assert m["novelty"]["calibrated_on"]["works"] == len({group[t] for t in held})
+
+
+def test_query_a_training_file_finds_itself(built_index: Path, corpus_dir: Path) -> None:
+    f = corpus_dir / "Beta" / TRACK_NAMES[2]
+    r = Searcher(built_index, k=1).query(f)  # k=1: the vote is the nearest clip's, i.e. its own
+    assert r.composer == "Beta" and r.confidence == pytest.approx(1.0)
+    assert r.same_composition and r.same_track == f"Beta/{TRACK_NAMES[2]}"
+    top = r.nearest[0]
+    assert (top.path, top.composer, top.work) == (f"Beta/{TRACK_NAMES[2]}", "Beta", "Sonata No 2_OP2")
+    assert top.similarity == pytest.approx(1.0, abs=1e-4) and top.query_start_s == top.match_start_s
+    assert r.clips == 3 and r.novelty == pytest.approx(0.0, abs=1e-4) and not r.is_new
+
+    r10 = Searcher(built_index).query(f)
+    assert r10.composer in COMPOSERS and r10.same_composition
+    assert sum(r10.votes.values()) == pytest.approx(1.0, abs=1e-5) and r10.confidence == max(r10.votes.values())
+
+
+def test_an_unseen_piece_is_not_the_same_composition(
+    built_index: Path, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    f = midi_factory.arpeggio_piece(tmp_path / "new.mid", rng, seconds=6.0)
+    r = Searcher(built_index).query(f)
+    assert not r.same_composition and r.same_track is None
+    assert r.composer in COMPOSERS and r.novelty > 0.0 and r.nearest[0].similarity < 1.0 - 1e-4
+
+
+def test_a_feature_cache_on_queries_gives_the_same_answer(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    f = corpus_dir / "Gamma" / TRACK_NAMES[0]
+    cold = Searcher(built_index, cache_dir=tmp_path / "qcache").query(f)
+    warm = Searcher(built_index, cache_dir=tmp_path / "qcache")
+    assert warm.features_of(f).cached
+    assert warm.query(f) == cold
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_query_json(built_index: Path, corpus_dir: Path) -> None:
+    f = corpus_dir / "Gamma" / TRACK_NAMES[3]
+    r = CliRunner().invoke(cli, ["query", str(f), "--index", str(built_index), "--json", "--k", "1"])
+    assert r.exit_code == 0, r.output
+    a = json.loads(r.stdout)  # one file: one object
+    assert a["file"] == str(f) and a["composer"] == "Gamma" and a["same_composition"] is True
+    assert set(a) >= {"confidence", "votes", "novelty", "threshold", "is_new", "same_track", "nearest", "clips"}
+    two = CliRunner().invoke(
+        cli, ["query", str(f), str(corpus_dir / "Alpha" / TRACK_NAMES[0]), "--index", str(built_index), "--json"]
+    )
+    assert two.exit_code == 0, two.output
+    assert [x["file"] for x in json.loads(two.stdout)] == [str(f), str(corpus_dir / "Alpha" / TRACK_NAMES[0])]
+
+
+def test_cli_query_text(built_index: Path, corpus_dir: Path) -> None:
+    f = corpus_dir / "Alpha" / TRACK_NAMES[1]
+    r = CliRunner().invoke(cli, ["query", str(f), "--index", str(built_index), "--k", "1"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == str(f) and lines[1].startswith("  composer     Alpha (confidence 1.00;")
+    assert lines[2].startswith("  novelty      0.0000 vs threshold ") and lines[2].endswith(": a known composer")
+    assert f"  same composition as Alpha/{TRACK_NAMES[1]}" in lines
+    assert sum(ln.startswith("  nearest      ") for ln in lines) == 1  # k=1: one neighbour, one track
+
+
+def test_cli_score_to_a_file_and_to_stdout(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    (folder / "sub").mkdir(parents=True)
+    sources = {}
+    for i, f in enumerate(sorted(corpus_dir.glob("*/*.mid"))[::5]):
+        name = f"sub/t{i}.MID" if i % 2 else f"t{i}.MID"
+        (folder / name).write_bytes(f.read_bytes())
+        sources[name] = f.relative_to(corpus_dir).as_posix()
+    out = tmp_path / "s.csv"
+    r = CliRunner().invoke(cli, ["score", str(folder), "--index", str(built_index), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert [row["file"] for row in rows] == ["sub/t1.MID", "t0.MID", "t2.MID"]
+    assert all(row["status"] == "ok" and row["same_composition"] == "True" for row in rows)
+    assert {row["file"]: row["nearest_track"] for row in rows} == sources  # each copy finds its original
+    assert r.stdout == f"scored 3 of 3 files -> {out}\n"
+
+    to_stdout = CliRunner().invoke(cli, ["score", str(folder), "--index", str(built_index), "--out", "-", "--json"])
+    assert to_stdout.exit_code == 0
+    table = list(csv.DictReader(io.StringIO(to_stdout.stdout)))
+    assert tuple(table[0]) == SCORE_COLUMNS and len(table) == 3  # the CSV alone on stdout
+    assert json.loads(to_stdout.stderr.splitlines()[-1]) == {"files": 3, "scored": 3, "errors": 0, "out": "-"}
+
+
+def test_cli_info(built_index: Path) -> None:
+    r = CliRunner().invoke(cli, ["info", "--index", str(built_index)])
+    assert r.exit_code == 0, r.output
+    assert "composers      Alpha (4), Beta (4), Gamma (4)" in r.stdout
+    assert "counts         12 tracks, 9 works, 36 clips" in r.stdout
+    assert "features       11025 Hz, CQT 84 bins from 32.7 Hz, hop 512, 3 clips x 2s" in r.stdout
+    assert "soundfont      TimGM6mb.sf2" in r.stdout and "skipped        0 file(s)" in r.stdout
+    j = CliRunner().invoke(cli, ["info", "--index", str(built_index), "--json"])
+    assert json.loads(j.stdout) == _manifest(built_index)
+
+
+def test_cli_index_from_the_environment(built_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUSICIDX_INDEX", str(built_index))
+    assert CliRunner().invoke(cli, ["info", "--json"]).exit_code == 0
+
+
+def test_cli_build_json_then_query_it(
+    corpus_dir: Path, tmp_path: Path, tiny_cli_defaults: None, features: FeatureConfig
+) -> None:
+    out = tmp_path / "idx"
+    args = ["build", str(corpus_dir), "--out", str(out), "--workers", "1", "--no-cache", "--json", "--k", "3"]
+    r = CliRunner().invoke(cli, [*args, "--clips-per-track", "2", "--epochs", "1", "--faiss", "hnsw"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert (s["out"], s["tracks"], s["works"], s["composers"]) == (str(out), 12, 9, COMPOSERS)
+    assert (s["clips"], s["faiss"], s["skipped"], s["soundfont"]) == (24, "hnsw", [], "TimGM6mb.sf2")
+    assert s["best_epoch"] == 1 and s["cached_tracks"] == 0 and s["rendered_seconds"] > 0
+    assert set(s["seconds"]) == {"features", "train", "calibrate", "index", "save", "total"}
+    m = _manifest(out)
+    assert m["features"]["clips_per_track"] == 2 and m["k"] == 3 and m["training"]["epochs"] == 1
+    assert m["features"]["clip_seconds"] == features.clip_seconds  # the tiny default, not 10 s
+    q = CliRunner().invoke(cli, ["query", str(corpus_dir / "Beta" / TRACK_NAMES[0]), "--index", str(out), "--json"])
+    assert q.exit_code == 0 and json.loads(q.stdout)["same_composition"] is True
+
+
+def test_cli_build_text_summary(corpus_dir: Path, tmp_path: Path, tiny_cli_defaults: None) -> None:
+    out = tmp_path / "idx"
+    r = CliRunner().invoke(cli, ["build", str(corpus_dir), "--out", str(out), "--workers", "1", "--no-cache"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"index        {out}"
+    assert lines[1] == "tracks       12 (9 works), 36 clips"
+    assert lines[2] == "composers    Alpha, Beta, Gamma"
+    assert "skipped" not in r.stdout
+    assert [ln.split(":")[0] for ln in r.stderr.splitlines()] == ["features", "training", "indexing"]  # progress
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["query", "x.mid", "--index", "{tmp}/none"], r"none: no index here \(build one with"),
+        (["info", "--index", "{tmp}/none"], r"none: no index here"),
+        (["build", "{tmp}", "--out", "{tmp}/idx"], r"no MIDI files found \(expected MIDI_DIR/<Composer>/\*\.mid\)"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], match: str) -> None:
+    r = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
+    assert r.exit_code == 1 and r.stdout == ""
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("musicidx: error: ")
+    assert re.search(match, line), line
+
+
+def test_cli_damaged_index_is_one_line_not_a_traceback(index_copy: Path, corpus_dir: Path) -> None:
+    (index_copy / "index.faiss").write_bytes(b"\0" * 10)
+    r = CliRunner().invoke(cli, ["query", str(corpus_dir / "Alpha" / TRACK_NAMES[0]), "--index", str(index_copy)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"musicidx: error: {index_copy / 'index.faiss'}: index.faiss is damaged")
+
+
+def test_cli_query_with_another_soundfont_is_refused(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "Other.sf2"
+    other.write_bytes(b"RIFF" + bytes(64))
+    f = corpus_dir / "Alpha" / TRACK_NAMES[0]
+    r = CliRunner().invoke(cli, ["query", str(f), "--index", str(built_index), "--soundfont", str(other)])
+    assert r.exit_code == 1
+    (line,) = r.stderr.splitlines()
+    assert "the index was rendered with SoundFont TimGM6mb.sf2" in line and "this run found Other.sf2" in line
+
+
+def test_usage_errors_exit_2(built_index: Path) -> None:
+    assert CliRunner().invoke(cli, ["query", "--index", str(built_index)]).exit_code == 2  # no FILE
+    assert CliRunner().invoke(cli, ["build", "/nonexistent/dir"]).exit_code == 2
+    assert CliRunner().invoke(cli, ["query", "x.mid", "--k", "0"]).exit_code == 2
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    # cwd outside the source tree: from the repository root, `python -m musicidx` would import the
+    # folder musicidx/ rather than the installed package (whose stages live in other folders)
+    return subprocess.run(
+        [sys.executable, *args], env={**os.environ, **env}, capture_output=True, text=True, cwd=cwd, check=True
+    )
+
+
+def test_help_answers_without_heavy_imports(tmp_path: Path) -> None:
+    code = (
+        "import sys; from click.testing import CliRunner; from musicidx.cli import cli; "
+        "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('torch', 'faiss', 'fluidsynth', 'nnAudio', 'pretty_midi', 'pyarrow') "
+        "if m in sys.modules))"
+    )
+    assert _run(["-c", code], tmp_path).stdout == "[]\n"
+    assert _run(["-m", "musicidx", "--version"], tmp_path).stdout == f"musicidx, version {package_version()}\n"
+
+
+def test_json_stdout_stays_clean_when_ci_is_set(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    """pyfluidsynth prints "'fluidsynth' was found at ..." on import when $CI is set."""
+    f = corpus_dir / "Beta" / TRACK_NAMES[0]
+    proc = _run(["-m", "musicidx", "query", str(f), "--index", str(built_index), "--json"], tmp_path, CI="true")
+    assert json.loads(proc.stdout)["file"] == str(f)
+
+
+@pytest.mark.slow  # five interpreters importing torch: ~5 s on an idle 2-core machine, far more under load
+def test_four_processes_querying_at_once_agree_with_one(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    files = [str(p) for p in sorted(corpus_dir.glob("*/*.mid"))[::3]]
+    args = ["-m", "musicidx", "query", *files, "--index", str(built_index), "--json"]
+    alone = json.loads(_run(args, tmp_path).stdout)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda _: json.loads(_run(args, tmp_path).stdout), range(4)))
+    assert len(alone) == len(files) and all(answers == alone for answers in together)
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def test_same_seed_gives_an_identical_index_and_a_warm_rebuild_reuses_everything(
+    built_index: Path, corpus_dir: Path, tmp_path: Path, build_tiny: Callable[..., Any]
+) -> None:
+    out, cache = tmp_path / "idx", tmp_path / "cache"
+    cold = build_tiny(corpus_dir, out, cache)  # a fresh cache: features rendered, encoder trained again
+    assert cold.cached_tracks == 0
+    assert pq.read_table(out / "clips.parquet").equals(pq.read_table(built_index / "clips.parquet"))
+    np.testing.assert_array_equal(_vectors(out), _vectors(built_index))
+    a, b = _manifest(out), _manifest(built_index)
+    assert a["encoder_sha256"] == b["encoder_sha256"]
+    assert a["novelty"] == b["novelty"] and a["validation"] == b["validation"]
+
+    (out / "stale.txt").write_text("from before")
+    warm = build_tiny(corpus_dir, out, cache)  # same cache, same place: replaced atomically
+    assert warm.cached_tracks == 12 and warm.rendered_seconds == 0.0
+    assert not (out / "stale.txt").exists()
+    np.testing.assert_array_equal(_vectors(out), _vectors(built_index))
+    assert _manifest(out)["encoder_sha256"] == b["encoder_sha256"]
+
+
+def test_another_seed_trains_another_encoder(corpus_dir: Path, tmp_path: Path, build_tiny: Callable[..., Any]) -> None:
+    from conftest import TRAIN
+
+    build_tiny(corpus_dir, tmp_path / "a", tmp_path / "cache")
+    build_tiny(
+        corpus_dir, tmp_path / "b", tmp_path / "cache", train_config=TrainConfig(**{**TRAIN.to_dict(), "seed": 1})
+    )
+    assert _manifest(tmp_path / "a")["encoder_sha256"] != _manifest(tmp_path / "b")["encoder_sha256"]
+    assert pq.read_table(tmp_path / "a" / "clips.parquet").equals(pq.read_table(tmp_path / "b" / "clips.parquet"))
