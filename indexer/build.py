@@ -139,7 +139,8 @@ def split_by_work(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class" on small corpora
         if min_members >= 2:
-            sgkf = StratifiedGroupKFold(n_splits=min(n_splits, min_members), shuffle=True, random_state=seed)
+            k = min(n_splits, min_members, len(set(works)))  # sklearn refuses more splits than groups
+            sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             train, val = next(sgkf.split(x, y, groups))
         else:
             gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
