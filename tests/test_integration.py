@@ -344,3 +344,29 @@ def test_another_seed_trains_another_encoder(corpus_dir: Path, tmp_path: Path, b
     )
     assert _manifest(tmp_path / "a")["encoder_sha256"] != _manifest(tmp_path / "b")["encoder_sha256"]
     assert pq.read_table(tmp_path / "a" / "clips.parquet").equals(pq.read_table(tmp_path / "b" / "clips.parquet"))
+
+
+@pytest.mark.xfail(
+    reason="known bug: 'score' opens --out only after scoring every file, and an OSError there "
+    "escapes as a traceback (musicidx/cli.py score)",
+    raises=AssertionError,
+)
+def test_score_to_an_unwritable_place_is_one_line(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "no" / "such" / "dir" / "s.csv"
+    r = CliRunner().invoke(cli, ["score", str(corpus_dir / "Alpha"), "--index", str(built_index), "--out", str(out)])
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 1, repr(r.exception)
+    (line,) = r.stderr.splitlines()[-1:]
+    assert line.startswith(f"musicidx: error: {out}: ")
+
+
+@pytest.mark.xfail(
+    reason="known bug: an --out that cannot be created (under a file) fails only after training, "
+    "with an OSError traceback from store.save_index",
+    raises=AssertionError,
+)
+def test_build_to_an_unwritable_place_is_one_line(corpus_dir: Path, tmp_path: Path, tiny_cli_defaults: None) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "idx"
+    r = CliRunner().invoke(cli, ["build", str(corpus_dir), "--out", str(out), "--workers", "1", "--no-cache"])
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 1, repr(r.exception)
+    assert r.stderr.splitlines()[-1].startswith("musicidx: error: ")

@@ -258,3 +258,27 @@ def test_loading_does_not_need_write_access(synthetic_index: SyntheticIndex) -> 
         assert load_index(synthetic_index.path).faiss_index.ntotal == 12
     finally:
         synthetic_index.path.chmod(0o755)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "replacing"])
+def test_a_save_that_fails_midway_leaves_the_previous_index_or_none(
+    synthetic_index: SyntheticIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    import faiss
+
+    out = synthetic_index.path if existing else tmp_path / "new-idx"
+    before = load_index(out).manifest if existing else None
+
+    def disk_full(index: object, path: str) -> None:
+        Path(path).write_bytes(b"half an ind")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", disk_full)
+    synthetic_index.contents.manifest["k"] = 99
+    with pytest.raises(OSError, match="No space left on device"):
+        save_index(synthetic_index.contents, out)
+    if existing:
+        assert load_index(out).manifest == before  # the old index, whole
+    else:
+        assert not out.exists()
+    assert [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []
