@@ -13,23 +13,14 @@ import functools
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import midi_factory
 import numpy as np
 import pytest
+from tiny import FEATURES, MODEL, TRAIN, SyntheticIndex
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-#: Two-second clips, three per track: a track of the tiny corpus renders in ~0.05 s.
-FEATURES = FeatureConfig(clip_seconds=2.0, clips_per_track=3, min_clip_hop_seconds=1.0)
-#: A small CNN: the plumbing is what these tests are about, not accuracy.
-MODEL = ModelConfig(channels=(8, 16, 32), embedding_dim=32)
-#: Four triplet steps. val_fraction 0.34 -> StratifiedGroupKFold with 3 splits, and each composer
-#: of the tiny corpus has 3 works (4 tracks), so every composer keeps a work in each split.
-TRAIN = TrainConfig(epochs=2, batches_per_epoch=2, clips_per_composer=4, val_fraction=0.34, crop_seconds=1.5, seed=0)
 
 
 def _fluidsynth_missing() -> str | None:
@@ -183,12 +174,6 @@ def tiny_cli_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ------------------------------------------------------------------------- a hand-made index
-
-
-class SyntheticIndex(NamedTuple):
-    path: Path
-    feats: np.ndarray  # the log-CQT of every indexed clip, row i = clip_id i
-    contents: Any  # the IndexContents that were saved
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_check_same_lists_every_difference() -> None:
         FeatureConfig().check_same(FeatureConfig(hop_length=256, clips_per_track=3), what="cache")
 
 
-def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / "musicidx"
     monkeypatch.delenv("XDG_CACHE_HOME")

@@ -336,7 +336,7 @@ def test_same_seed_gives_an_identical_index_and_a_warm_rebuild_reuses_everything
 
 
 def test_another_seed_trains_another_encoder(corpus_dir: Path, tmp_path: Path, build_tiny: Callable[..., Any]) -> None:
-    from conftest import TRAIN
+    from tiny import TRAIN
 
     build_tiny(corpus_dir, tmp_path / "a", tmp_path / "cache")
     build_tiny(

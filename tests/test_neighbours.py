@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -22,7 +24,7 @@ def _unit(rng: np.random.Generator, n: int, d: int = 8) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _index(vectors: np.ndarray, kind: str = "flat"):  # noqa: ANN202
+def _index(vectors: np.ndarray, kind: str = "flat") -> Any:
     index, chosen = make_faiss_index(vectors.shape[1], len(vectors), kind)
     index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
     return index

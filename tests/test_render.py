@@ -251,7 +251,9 @@ def test_drums_only_and_a_5ms_note_render_to_sound(
 
 
 @pytest.mark.fluidsynth
-def test_render_time_limit(good_midi: Path, features: FeatureConfig, soundfont: render.SoundFont, monkeypatch) -> None:  # noqa: ANN001
+def test_render_time_limit(
+    good_midi: Path, features: FeatureConfig, soundfont: render.SoundFont, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(render, "MAX_RENDER_SECONDS", -1.0)
     with pytest.raises(SynthesisError, match=r"good\.mid: rendering took over the -1 s limit"):
         render_clips(load_midi(good_midi), cfg=features, soundfont=soundfont, path=good_midi)

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED_DATA
+from tiny import SHARED_DATA
 
 from musicidx.cli import cli
+from musicidx.encoder.render import SoundFont
 from musicidx.indexer.corpus import work_of
 
 pytestmark = [
@@ -66,7 +67,7 @@ def test_small_build_then_score_two_test_files(tmp_path: Path, tiny_cli_defaults
         assert row["nearest_track"].split("/")[0] in COMPOSERS
 
 
-def test_the_two_files_the_seed_could_not_convert_render_to_audio(soundfont) -> None:  # noqa: ANN001
+def test_the_two_files_the_seed_could_not_convert_render_to_audio(soundfont: SoundFont) -> None:
     from musicidx.encoder.config import FeatureConfig
     from musicidx.encoder.render import load_midi, render_clips
 

@@ -12,13 +12,14 @@ import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import SyntheticIndex
+from tiny import SyntheticIndex
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
@@ -26,7 +27,7 @@ from musicidx.indexer.store import FORMAT_VERSION, IndexFormatError, load_index,
 from musicidx.query.engine import Searcher
 
 
-def _vectors(index) -> np.ndarray:  # noqa: ANN001
+def _vectors(index: Any) -> np.ndarray:
     return np.stack([index.reconstruct(i) for i in range(index.ntotal)])
 
 

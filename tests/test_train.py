@@ -59,8 +59,10 @@ def test_soft_margin_is_softplus() -> None:
     emb, labels = _angles(0, 30, 60, 170), torch.tensor([0, 0, 1, 1])
     hard, _ = triplet_loss(emb, labels, margin=0.2, mining="batch-hard")
     soft, active = triplet_loss(emb, labels, margin=0.0, mining="batch-hard")
-    gap = torch.tensor([_chord(0, 30) - _chord(0, 60), _chord(30, 0) - _chord(30, 60)])
-    gap = torch.cat([gap, torch.tensor([_chord(60, 170) - _chord(60, 30), _chord(170, 60) - _chord(170, 30)])])
+    gap = torch.tensor(  # the same hardest triplets as in test_batch_hard_by_hand
+        [_chord(0, 30) - _chord(0, 60), _chord(30, 0) - _chord(30, 60), _chord(60, 170) - _chord(60, 30)]
+        + [_chord(170, 60) - _chord(170, 30)]
+    )
     assert float(soft) == pytest.approx(float(F.softplus(gap).mean()), rel=1e-5)
     assert active == 1.0 and float(soft) != pytest.approx(float(hard))
 
