@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -370,3 +371,50 @@ def test_build_to_an_unwritable_place_is_one_line(corpus_dir: Path, tmp_path: Pa
     r = CliRunner().invoke(cli, ["build", str(corpus_dir), "--out", str(out), "--workers", "1", "--no-cache"])
     assert isinstance(r.exception, SystemExit) and r.exit_code == 1, repr(r.exception)
     assert r.stderr.splitlines()[-1].startswith("musicidx: error: ")
+
+
+# ------------------------------------------------------------------------------ add, eval
+
+
+def test_cli_add_enrols_a_new_composer_without_retraining(
+    index_copy: Path, corpus_dir: Path, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    new = tmp_path / "new" / "Delta"
+    new.mkdir(parents=True)
+    for i in range(3):
+        midi_factory.write_notes(
+            new / f"Flute {i}_K{i}_{i}_f.mid",
+            [(72 + int(rng.integers(0, 12)), 0.3 * j, 0.3 * j + 0.25) for j in range(16)],
+            program=73,
+        )
+    (new / "empty.mid").write_bytes(b"")
+    shutil.copy(corpus_dir / "Alpha" / TRACK_NAMES[0], new / "dup.mid")  # content already indexed
+    before = _manifest(index_copy)
+    r = CliRunner().invoke(cli, ["add", str(tmp_path / "new"), "--index", str(index_copy), "--workers", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert (rep["added_tracks"], rep["new_composers"], rep["duplicates"]) == (3, ["Delta"], ["Delta/dup.mid"])
+    assert rep["skipped"] == [["Delta/empty.mid", "file is empty (0 bytes)"]]
+    after = _manifest(index_copy)
+    assert after["encoder_sha256"] == before["encoder_sha256"] and after["composers"]["Delta"] == 3
+    assert load_index(index_copy).faiss_index.ntotal == 36 + rep["added_clips"]
+    q = Searcher(index_copy, k=1).query(new / "Flute 1_K1_1_f.mid")
+    assert q.composer == "Delta" and q.same_composition
+
+
+def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path: Path) -> None:
+    from tiny import FEATURES, MODEL, TRAIN
+
+    from musicidx.query.evaluate import evaluate, write_report
+
+    rep = evaluate(
+        corpus_dir, folds=2, features=FEATURES, model_config=MODEL, train_config=TRAIN, cache_dir=tmp_path, workers=1
+    )
+    assert rep.composers == COMPOSERS and rep.folds == 2
+    assert rep.closed["tracks"] == 12 and 0.0 <= rep.closed["balanced_accuracy"] <= 1.0
+    assert np.array(rep.closed["confusion_matrix"]).sum() == 12
+    assert set(rep.open["per_composer"]) == set(COMPOSERS)
+    assert all(0.0 <= m["auroc"] <= 1.0 for m in rep.open["per_composer"].values())
+    written = write_report(rep, tmp_path / "report", plots=False)
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["closed"]["tracks"] == 12
+    assert [p.name for p in written] == ["report.json"]
