@@ -39,7 +39,7 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
 class FeatureConfig:
     """How a MIDI file becomes clips of log-CQT features.
 
-    Audio is rendered at ``sample_rate`` (the CQT's top bin, about 4.2 kHz for 84 bins from
+    Audio is rendered at ``sample_rate`` (the CQT's top bin, 3951 Hz (B7) for 84 bins from
     C1, stays below Nyquist), cut into up to ``clips_per_track`` windows of ``clip_seconds``
     spread evenly over the part of the piece that sounds, and turned into an
     ``n_bins x frames_per_clip`` log-magnitude constant-Q spectrogram.

@@ -33,7 +33,15 @@ from musicidx.encoder.render import SoundFont, find_soundfont
 from .corpus import CorpusError, Track, scan_corpus
 from .features import FEATURES_VERSION, TrackFeatures, extract_many
 from .neighbours import calibrate_threshold, search, track_novelty, vote
-from .store import FORMAT_VERSION, IndexContents, make_faiss_index, package_version, save_index, utc_now
+from .store import (
+    FORMAT_VERSION,
+    IndexContents,
+    check_index_destination,
+    make_faiss_index,
+    package_version,
+    save_index,
+    utc_now,
+)
 
 #: ``progress(stage, done, total)``: stage is "features", "training" or "indexing".
 Progress = Callable[[str, int, int], None]
@@ -479,6 +487,7 @@ def build_index(
 ) -> BuildReport:
     """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically)."""
     began = time.monotonic()
+    check_index_destination(out)  # fail now, not after training
     corpus = prepare_corpus(
         midi_dir,
         features=features,

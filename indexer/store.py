@@ -128,12 +128,12 @@ def save_index(contents: IndexContents, out: str | Path) -> Path:
     """Write ``contents`` to ``out`` atomically; an existing index there is replaced whole."""
     import faiss
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not out.is_dir():
-        raise IndexFormatError("exists and is not a directory", path=out)
+    out = check_index_destination(out)
     _remove_stale_temporaries(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    except OSError as e:
+        raise MusicIdxError(f"cannot write the index here: {e.strerror or e}", path=out) from e
     try:
         blob = encoder_bytes(contents.encoder_state)
         (tmp / ENCODER_FILE).write_bytes(blob)
@@ -146,8 +146,27 @@ def save_index(contents: IndexContents, out: str | Path) -> Path:
             _fsync(f)
         _fsync(tmp)
         _swap_into_place(tmp, out)
+    except (OSError, RuntimeError) as e:  # disk full, quota...; faiss reports I/O as RuntimeError
+        raise MusicIdxError(f"could not write the index (any previous one is intact): {e}", path=out) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # after a swap, tmp holds the previous index
+    return out
+
+
+def check_index_destination(out: str | Path) -> Path:
+    """Make sure an index can be written at ``out`` before any work is done for it.
+
+    Creates the parent folder if needed and proves it writable with a throw-away temporary
+    folder; raises :class:`MusicIdxError` naming ``out`` when it cannot be.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise IndexFormatError("exists and is not a directory; choose another --out", path=out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=out.parent))
+    except OSError as e:
+        raise MusicIdxError(f"cannot write the index here: {e.strerror or e}", path=out) from e
     return out
 
 
@@ -200,7 +219,11 @@ def _swap_into_place(new: Path, out: Path) -> None:
             return
     aside = new.with_name(new.name + ".old")
     os.replace(out, aside)
-    os.replace(new, out)
+    try:
+        os.replace(new, out)
+    except OSError:
+        os.replace(aside, out)  # put the previous index back
+        raise
     os.replace(aside, new)
 
 

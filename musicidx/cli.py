@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -174,20 +175,41 @@ def score(folder: Path, index_dir: Path, out: Path, soundfont: Path | None, as_j
     """Score every MIDI file under FOLDER into a CSV (one row per file; exit 3 if some failed)."""
     from musicidx.query.engine import SCORE_COLUMNS, Searcher, list_query_files, score_files
 
-    searcher = Searcher(index_dir, soundfont=soundfont)
-    rows = [r.to_dict() for r in score_files(searcher, list_query_files(folder), root=folder, on_done=_bar("scoring"))]
-    with sys.stdout if str(out) == "-" else open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SCORE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    to_stdout = str(out) == "-"
+    tmp = None if to_stdout else _reserve_output(out)  # an impossible --out fails before any scoring
+    try:
+        searcher = Searcher(index_dir, soundfont=soundfont)
+        files = list_query_files(folder)
+        rows = [r.to_dict() for r in score_files(searcher, files, root=folder, on_done=_bar("scoring"))]
+        with sys.stdout if tmp is None else open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=SCORE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        if tmp is not None:
+            os.replace(tmp, out)  # a run that stops early leaves an earlier table at --out untouched
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     failed = sum(r["status"] != "ok" for r in rows)
     summary = {"files": len(rows), "scored": len(rows) - failed, "errors": failed, "out": str(out)}
     click.echo(
         json.dumps(summary) if as_json else f"scored {len(rows) - failed} of {len(rows)} files -> {out}",
-        err=str(out) == "-",
+        err=to_stdout,
     )
     if failed:
         sys.exit(EXIT_PARTIAL)
+
+
+def _reserve_output(out: Path) -> Path:
+    """Create the temporary file that will become ``out``; one clear error if that is impossible."""
+    if out.is_dir():
+        raise MusicIdxError("is a directory; --out needs a file name", path=out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+    except OSError as e:
+        raise MusicIdxError(f"cannot write here: {e.strerror or e}", path=out) from e
+    return tmp
 
 
 @cli.command()

@@ -347,11 +347,6 @@ def test_another_seed_trains_another_encoder(corpus_dir: Path, tmp_path: Path, b
     assert pq.read_table(tmp_path / "a" / "clips.parquet").equals(pq.read_table(tmp_path / "b" / "clips.parquet"))
 
 
-@pytest.mark.xfail(
-    reason="known bug: 'score' opens --out only after scoring every file, and an OSError there "
-    "escapes as a traceback (musicidx/cli.py score)",
-    raises=AssertionError,
-)
 def test_score_to_an_unwritable_place_is_one_line(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "no" / "such" / "dir" / "s.csv"
     r = CliRunner().invoke(cli, ["score", str(corpus_dir / "Alpha"), "--index", str(built_index), "--out", str(out)])
@@ -360,17 +355,27 @@ def test_score_to_an_unwritable_place_is_one_line(built_index: Path, corpus_dir:
     assert line.startswith(f"musicidx: error: {out}: ")
 
 
-@pytest.mark.xfail(
-    reason="known bug: an --out that cannot be created (under a file) fails only after training, "
-    "with an OSError traceback from store.save_index",
-    raises=AssertionError,
-)
 def test_build_to_an_unwritable_place_is_one_line(corpus_dir: Path, tmp_path: Path, tiny_cli_defaults: None) -> None:
     (tmp_path / "afile").write_text("not a folder")
     out = tmp_path / "afile" / "idx"
     r = CliRunner().invoke(cli, ["build", str(corpus_dir), "--out", str(out), "--workers", "1", "--no-cache"])
     assert isinstance(r.exception, SystemExit) and r.exit_code == 1, repr(r.exception)
-    assert r.stderr.splitlines()[-1].startswith("musicidx: error: ")
+    assert r.stderr.splitlines()[-1].startswith(f"musicidx: error: {out}: cannot write the index here")
+    assert "features" not in r.stderr and "training" not in r.stderr, "the destination is checked first"
+
+
+def test_score_replaces_its_table_only_when_done(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.csv"
+    out.write_text("an earlier table\n")
+    missing = tmp_path / "no-index"
+    r = CliRunner().invoke(cli, ["score", str(corpus_dir / "Alpha"), "--index", str(missing), "--out", str(out)])
+    assert r.exit_code == 1
+    assert out.read_text() == "an earlier table\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"], "no temporary file is left behind"
+    r = CliRunner().invoke(cli, ["score", str(corpus_dir / "Alpha"), "--index", str(built_index), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_text().startswith("file,composer,")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
 
 
 # ------------------------------------------------------------------------------ add, eval
