@@ -55,6 +55,9 @@ class FeatureConfig:
     min_clip_hop_seconds: float = 5.0  # windows of a short piece overlap by at most half
     preroll_seconds: float = 0.25  # rendered before each window so notes already sounding settle
     silence_rms: float = 1e-4  # a clip quieter than this (RMS, full scale 1.0) counts as silent
+    # Render every melodic instrument with this General MIDI program (0 = acoustic grand piano),
+    # so that timbre cannot stand in for style; None keeps each file's own instruments.
+    render_program: int | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate < 8000:
@@ -64,6 +67,8 @@ class FeatureConfig:
             raise ConfigMismatchError(
                 f"the top CQT bin ({top:.0f} Hz) must lie below Nyquist ({self.sample_rate / 2:.0f} Hz)"
             )
+        if self.render_program is not None and not 0 <= self.render_program <= 127:
+            raise ConfigMismatchError(f"render_program must be a General MIDI program 0-127, got {self.render_program}")
         if self.clip_seconds <= 0 or self.clips_per_track < 1:
             raise ConfigMismatchError("clip_seconds must be > 0 and clips_per_track >= 1")
 
@@ -88,8 +93,11 @@ class FeatureConfig:
         return _from_dict(cls, data)
 
     def digest(self) -> str:
-        """A short stable hash of the fields that change the features (a cache key part)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """A short stable hash of the fields that change the features (a cache key part).
+
+        Fields at a ``None`` default are left out, so adding such a field keeps old cache keys."""
+        fields = {k: v for k, v in self.to_dict().items() if v is not None}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def check_same(self, other: FeatureConfig, *, what: str = "index") -> None:
         """Raise :class:`ConfigMismatchError` naming every field where ``other`` (the config of

@@ -454,12 +454,15 @@ def render_clips(
     """Render the clip windows of ``pm``; silent windows are dropped, all-silent is an error.
 
     ``programs`` remaps General MIDI programs (drums excepted), for re-orchestrated training
-    renderings; ``starts`` renders exactly those windows and keeps them all (so a re-orchestrated
+    renderings; ``cfg.render_program``, when set, overrides it with one program for every part.
+    ``starts`` renders exactly those windows and keeps them all (so a re-orchestrated
     rendering lines up clip by clip with the original).
     """
     # A fresh synthesiser per file: FluidSynth keeps state between renders (voice allocation,
     # block position) that would make a file's audio depend on what the process rendered
     # before it. Loading the SoundFont again costs ~0.06 s and buys bit-identical builds.
+    if cfg.render_program is not None:  # one timbre for every melodic part (drums stay drums)
+        programs = {i.program: cfg.render_program for i in pm.instruments if not i.is_drum}
     synth = Synth(soundfont, cfg.sample_rate)
     began = time.monotonic()
     clips, kept = [], []

@@ -226,7 +226,7 @@ class TrainedCache:
         h = hashlib.sha256()
         for t, f in zip(corpus.tracks, corpus.features):
             h.update(f"{f.sha256}|{t.composer}|{t.work}\n".encode())
-        parts = [corpus.feature_config.to_dict(), corpus.soundfont.sha256, mc.to_dict(), tc.to_dict(), k]
+        parts = [corpus.feature_config.digest(), corpus.soundfont.sha256, mc.to_dict(), tc.to_dict(), k]
         h.update(json.dumps([*parts, FEATURES_VERSION, TrainedCache.VERSION], sort_keys=True).encode())
         return h.hexdigest()
 

@@ -41,6 +41,7 @@ def test_config_is_frozen() -> None:
         ({"n_bins": 96}, r"top CQT bin \(\d+ Hz\) must lie below Nyquist \(5512 Hz\)"),
         ({"clip_seconds": 0.0}, r"clip_seconds must be > 0 and clips_per_track >= 1"),
         ({"clips_per_track": 0}, r"clip_seconds must be > 0 and clips_per_track >= 1"),
+        ({"render_program": 128}, r"render_program must be a General MIDI program 0-127, got 128"),
     ],
 )
 def test_invalid_feature_configs_are_refused(kwargs: dict[str, object], match: str) -> None:
@@ -78,7 +79,18 @@ def _fields(cfg: FeatureConfig) -> list[dataclasses.Field[object]]:
 
 
 def _other(v: object) -> object:
-    return v * 2 if not isinstance(v, bool) else not v  # type: ignore[operator]
+    if v is None or isinstance(v, bool):
+        return 0 if v is None else not v
+    return v * 2 if v else 1  # type: ignore[operator]
+
+
+def test_a_field_left_at_none_does_not_change_the_digest() -> None:
+    """Cache keys made before an optional field existed stay valid."""
+    import hashlib
+
+    fields = {k: v for k, v in FeatureConfig().to_dict().items() if k != "render_program"}
+    old = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    assert FeatureConfig(render_program=None).digest() == old != FeatureConfig(render_program=0).digest()
 
 
 def test_check_same_accepts_equal_configs_and_float_noise() -> None:

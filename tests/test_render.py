@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -167,6 +168,24 @@ def test_reorchestration_is_deterministic_and_moves_every_program() -> None:
 
 
 # ------------------------------------------------------------------------------ rendering
+
+
+@pytest.mark.fluidsynth
+def test_render_program_plays_every_melodic_part_with_that_program(
+    features: FeatureConfig, soundfont: render.SoundFont
+) -> None:
+    def ensemble(violin: int, cello: int) -> pretty_midi.PrettyMIDI:
+        pm = pretty_midi.PrettyMIDI()
+        for program, pitch in ((violin, 76), (cello, 48)):
+            inst = pretty_midi.Instrument(program)
+            inst.notes = [pretty_midi.Note(90, pitch + i % 3, 0.3 * i, 0.3 * i + 0.28) for i in range(8)]
+            pm.instruments.append(inst)
+        return pm
+
+    piano = dataclasses.replace(features, render_program=0)
+    strings = render_clips(ensemble(40, 42), cfg=piano, soundfont=soundfont).audio
+    np.testing.assert_array_equal(strings, render_clips(ensemble(0, 0), cfg=features, soundfont=soundfont).audio)
+    assert not np.array_equal(strings, render_clips(ensemble(40, 42), cfg=features, soundfont=soundfont).audio)
 
 
 @pytest.mark.fluidsynth
