@@ -46,7 +46,7 @@ def main() -> None:
         "auroc": round(r.open["mean"]["auroc"], 3),
         "fpr95": round(r.open["mean"]["fpr_at_95tpr"], 3),
         "oscr": round(r.open["mean"]["oscr"], 3),
-        "auroc_low_confidence": round(r.open["mean"]["auroc_low_confidence"], 3),
+        **{k: round(v, 3) for k, v in r.open["mean"].items() if k.startswith("auroc_")},
         "auroc_per_composer": {k: round(v["auroc"], 3) for k, v in r.open["per_composer"].items()},
         "seconds": round(time.perf_counter() - t),
     }

@@ -32,7 +32,14 @@ from musicidx.encoder.render import SoundFont, find_soundfont
 
 from .corpus import CorpusError, Track, scan_corpus
 from .features import FEATURES_VERSION, TrackFeatures, extract_many
-from .neighbours import calibrate_threshold, search, track_novelty, vote
+from .neighbours import (
+    calibrate_threshold,
+    reference_kth_distances,
+    relative_novelty,
+    search,
+    track_novelty,
+    vote,
+)
 from .store import (
     FORMAT_VERSION,
     IndexContents,
@@ -282,6 +289,10 @@ class TrackScores:
     pred: np.ndarray
     novelty: np.ndarray
     confidence: np.ndarray  # the winning composer's share of the votes
+    # Candidate novelty statistics measured alongside (``musicidx eval`` reports their AUROC):
+    # "relative" (k-th distance over the neighbours' own, median over clips), "mean_k" (mean
+    # distance to the k neighbours, median over clips), "nearest" (distance to the nearest).
+    alternatives: dict[str, np.ndarray] = field(default_factory=dict)
 
     def accuracy(self) -> tuple[float, float]:
         """(accuracy, balanced accuracy = mean recall over the composers present)."""
@@ -306,16 +317,23 @@ def score_tracks(
     from musicidx.encoder.model import embed
 
     index, _ = make_faiss_index(model.config.embedding_dim, len(ref.feats), "flat")
-    index.add_with_ids(embed(model, ref.feats), np.arange(len(ref.feats), dtype=np.int64))
+    ref_emb = embed(model, ref.feats)
+    index.add_with_ids(ref_emb, np.arange(len(ref.feats), dtype=np.int64))
+    ref_kth = reference_kth_distances(index, ref_emb, k)
     q_emb = embed(model, query.feats)
     tracks = np.unique(query.track)
     pred, novelty, confidence = np.empty(len(tracks), np.int64), np.empty(len(tracks)), np.empty(len(tracks))
+    alt = {name: np.empty(len(tracks)) for name in ("relative", "mean_k", "nearest")}
     for i, t in enumerate(tracks):
         nb = search(index, q_emb[query.track == t], k)
         votes = vote(nb, ref_clip_label, n_labels)
         pred[i], confidence[i] = int(np.argmax(votes)), float(votes.max())
         novelty[i] = track_novelty(nb, k)
-    return TrackScores(track_label[tracks], pred, novelty, confidence)
+        alt["relative"][i] = float(np.median(relative_novelty(nb, ref_kth, k)))
+        finite = np.where(np.isfinite(nb.dist[:, :k]), nb.dist[:, :k], np.nan)
+        alt["mean_k"][i] = float(np.median(np.nanmean(finite, axis=1)))
+        alt["nearest"][i] = float(np.median(nb.dist[:, 0]))
+    return TrackScores(track_label[tracks], pred, novelty, confidence, alt)
 
 
 def fit_index(

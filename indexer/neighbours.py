@@ -45,6 +45,23 @@ def track_novelty(nb: Neighbours, k: int) -> float:
     return float(np.median(clip_novelty(nb, k)))
 
 
+def reference_kth_distances(index: Any, ref_emb: np.ndarray, k: int) -> np.ndarray:
+    """Each index clip's distance to its k-th neighbour among the *other* index clips: how
+    dense the index is around it (``ref_emb`` must be the index's vectors, in id order)."""
+    nb = search(index, ref_emb, k + 1)
+    return clip_novelty(Neighbours(nb.ids[:, 1:], nb.dist[:, 1:]), k)  # column 0 is the clip itself
+
+
+def relative_novelty(nb: Neighbours, ref_kth: np.ndarray, k: int) -> np.ndarray:
+    """Each query clip's k-th-neighbour distance divided by the median k-th-neighbour distance
+    of those neighbours themselves (a local-outlier-factor-style ratio): about 1 inside the
+    training distribution, larger outside, and not fooled by dense regions of the index."""
+    own = clip_novelty(nb, k)
+    ids = nb.ids[:, :k]
+    local = np.array([np.median(ref_kth[row[row >= 0]]) if (row >= 0).any() else np.nan for row in ids])
+    return own / np.maximum(local, 1e-6)
+
+
 def vote(nb: Neighbours, clip_labels: np.ndarray, n_labels: int, *, balanced: bool = True) -> np.ndarray:
     """Similarity-weighted votes per label summed over every clip's neighbours, normalised
     to sum to 1.  ``clip_labels[id]`` is the label of index clip ``id``.

@@ -386,6 +386,10 @@ def _render_eval(r: Any, written: list[Path]) -> str:
                 f"  {name:<10} AUROC {m['auroc']:.3f}  FPR@95%TPR {m['fpr_at_95tpr']:.3f}  OSCR {m['oscr']:.3f}  "
                 f"flagged new: unknown {m['unknown_flagged']:.2f}, known {m['known_flagged']:.2f}"
             )
+        alts = {k[len("auroc_") :]: v for k, v in o["mean"].items() if k.startswith("auroc_")}
+        lines.append(
+            "  candidate novelty statistics, mean AUROC: " + ", ".join(f"{k} {v:.3f}" for k, v in alts.items())
+        )
     lines.append(f"time         {r.seconds:.0f}s")
     lines += [f"wrote        {p}" for p in written]
     return "\n".join(lines)

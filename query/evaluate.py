@@ -202,6 +202,10 @@ def evaluate(
                 1 - scores.confidence[is_unknown],
                 (scores.pred == scores.truth)[~is_unknown],
             )
+            for name, values in scores.alternatives.items():  # candidate novelty statistics
+                m[f"auroc_{name}"] = open_set_metrics(
+                    values[~is_unknown], values[is_unknown], (scores.pred == scores.truth)[~is_unknown]
+                )["auroc"]
             m.update(
                 auroc_low_confidence=alt["auroc"],
                 threshold=thr,
@@ -215,7 +219,8 @@ def evaluate(
             nov_unknown.append(scores.novelty[is_unknown])
             thresholds.append(thr)
             step(folds + c + 1, total_fits)
-    keys = ("auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged", "auroc_low_confidence")
+    keys = ["auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged", "auroc_low_confidence"]
+    keys += sorted({key for v in per_composer.values() for key in v if key.startswith("auroc_")} - set(keys))
     open_ = (
         {
             "per_composer": per_composer,

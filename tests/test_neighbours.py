@@ -12,6 +12,8 @@ from musicidx.indexer.neighbours import (
     Neighbours,
     calibrate_threshold,
     clip_novelty,
+    reference_kth_distances,
+    relative_novelty,
     search,
     track_novelty,
     vote,
@@ -126,3 +128,25 @@ def test_calibrate_threshold_rejects_bad_rates(rate: float, match: str) -> None:
 def test_calibrate_threshold_needs_tracks() -> None:
     with pytest.raises(ValueError, match="no held-out tracks to calibrate on"):
         calibrate_threshold(np.array([]), 0.95)
+
+
+def test_reference_kth_distance_leaves_the_clip_itself_out() -> None:
+    # four points on a circle at 0, 10, 20 and 90 degrees
+    angles = np.deg2rad([0.0, 10.0, 20.0, 90.0])
+    vecs = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    kth = reference_kth_distances(_index(vecs), vecs, 1)
+    expected = 1 - np.cos(np.deg2rad([10.0, 10.0, 10.0, 70.0]))
+    np.testing.assert_allclose(kth, expected, atol=1e-6)
+
+
+def test_relative_novelty_is_scaled_by_the_local_density() -> None:
+    # a dense cluster (1 degree apart) near 0 degrees and a sparse one (20 degrees apart) near 180
+    angles = np.deg2rad(np.r_[np.arange(5.0), 180 + 20 * np.arange(5.0)])
+    vecs = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    index = _index(vecs)
+    kth = reference_kth_distances(index, vecs, 2)
+    # a query 10 degrees off each cluster: absolutely equally far, relatively far from the dense one
+    q = np.deg2rad([-10.0, 160.0])
+    nb = search(index, np.stack([np.cos(q), np.sin(q)], axis=1).astype(np.float32), 2)
+    rel = relative_novelty(nb, kth, 2)
+    assert rel[0] > 10 > 2 > rel[1]  # about 48 and 1.6
