@@ -84,13 +84,13 @@ class EvalReport:
     embeddings: np.ndarray | None = None  # (n_tracks, dim) mean clip embedding, fold 0's encoder
     embedding_labels: list[str] = field(default_factory=list)
     embedding_held_out: np.ndarray | None = None  # True for fold 0's held-out tracks
-    novelty_known: np.ndarray | None = None
-    novelty_unknown: np.ndarray | None = None
+    # per left-out composer: (name, novelty of known held-out tracks, of the left-out's tracks)
+    novelty_loco: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("embeddings", "embedding_labels", "embedding_held_out", "novelty_known", "novelty_unknown"):
+        for key in ("embeddings", "embedding_labels", "embedding_held_out", "novelty_loco"):
             d.pop(key)
         return d
 
@@ -182,7 +182,7 @@ def evaluate(
 
     # ---- open set: leave one composer out
     per_composer: dict[str, Any] = {}
-    nov_known, nov_unknown, thresholds = [], [], []
+    novelty_loco, thresholds = [], []
     if open_set:
         for c in range(n):
             known = np.flatnonzero(label != c)
@@ -215,8 +215,7 @@ def evaluate(
                 known_flagged=float((scores.novelty[~is_unknown] > thr).mean()),
             )
             per_composer[composers[c]] = m
-            nov_known.append(scores.novelty[~is_unknown])
-            nov_unknown.append(scores.novelty[is_unknown])
+            novelty_loco.append((composers[c], scores.novelty[~is_unknown], scores.novelty[is_unknown]))
             thresholds.append(thr)
             step(folds + c + 1, total_fits)
     keys = ["auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged", "auroc_low_confidence"]
@@ -246,8 +245,7 @@ def evaluate(
         embeddings=track_emb,
         embedding_labels=[t.composer for t in corpus.tracks],
         embedding_held_out=map_held_out,
-        novelty_known=np.concatenate(nov_known) if nov_known else None,
-        novelty_unknown=np.concatenate(nov_unknown) if nov_unknown else None,
+        novelty_loco=novelty_loco,
         thresholds=thresholds,
     )
 
@@ -265,7 +263,7 @@ def write_report(report: EvalReport, out_dir: str | Path, *, plots: bool = True)
         except ImportError as e:
             raise PlotError("plots need matplotlib: pip install 'musicidx[plots]' (or pass --no-plots)") from e
         written = [_plot_confusion(report, out), _plot_embeddings(report, out)]
-        if report.novelty_known is not None:
+        if report.novelty_loco:
             written.append(_plot_novelty(report, out))
     report.plots = [p.name for p in written]
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -320,28 +318,27 @@ def _plot_embeddings(r: EvalReport, out: Path) -> Path:
 
 
 def _plot_novelty(r: EvalReport, out: Path) -> Path:
+    """One panel per left-out composer: each fold has its own encoder, so its own distance scale
+    and threshold; pooling them in one histogram would mix scales."""
     import matplotlib.pyplot as plt
 
-    assert r.novelty_known is not None and r.novelty_unknown is not None
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    bins = np.linspace(0, max(r.novelty_known.max(), r.novelty_unknown.max()) * 1.05, 40).tolist()
-    ax.hist(
-        r.novelty_known,
-        bins=bins,
-        alpha=0.6,
-        density=True,
-        label=f"known composers, held-out works ({len(r.novelty_known)})",
-    )
-    ax.hist(
-        r.novelty_unknown, bins=bins, alpha=0.6, density=True, label=f"left-out composer ({len(r.novelty_unknown)})"
-    )
-    thr = float(np.mean(r.thresholds))
-    ax.axvline(thr, color="k", linestyle="--", label=f"calibrated threshold (mean {thr:.3f})")
-    ax.set_xlabel("track novelty (cosine distance to k-th neighbour, median over clips)")
-    ax.set_title(f"Leave-one-composer-out: mean AUROC {r.open['mean']['auroc']:.2f}")
-    ax.legend(fontsize=8)
+    n = len(r.novelty_loco)
+    cols = min(n, 2)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (name, known, unknown), thr in zip(axes.flat, r.novelty_loco, r.thresholds):
+        bins = np.linspace(0, max(known.max(), unknown.max(), thr) * 1.05, 30).tolist()
+        ax.hist(known, bins=bins, alpha=0.6, density=True, label=f"known composers, held-out works ({len(known)})")
+        ax.hist(unknown, bins=bins, alpha=0.6, density=True, label=f"{name}, left out ({len(unknown)})")
+        ax.axvline(thr, color="k", linestyle="--", label=f"calibrated threshold {thr:.3f}")
+        ax.set_title(f"{name} left out: AUROC {r.open['per_composer'][name]['auroc']:.2f}", fontsize=10)
+        ax.set_xlabel("track novelty (k-th neighbour distance, median over clips)", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"Leave-one-composer-out novelty: mean AUROC {r.open['mean']['auroc']:.2f}")
     fig.tight_layout()
     p = out / "novelty_hist.png"
-    fig.savefig(p, dpi=120)
+    fig.savefig(p, dpi=110)
     plt.close(fig)
     return p

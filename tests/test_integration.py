@@ -420,6 +420,16 @@ def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path:
     assert np.array(rep.closed["confusion_matrix"]).sum() == 12
     assert set(rep.open["per_composer"]) == set(COMPOSERS)
     assert all(0.0 <= m["auroc"] <= 1.0 for m in rep.open["per_composer"].values())
+    mean = rep.open["mean"]
+    for name in ("low_confidence", "relative", "mean_k", "nearest"):  # candidate novelty statistics
+        assert 0.0 <= mean[f"auroc_{name}"] <= 1.0
+    assert [c for c, _, _ in rep.novelty_loco] == COMPOSERS and len(rep.thresholds) == len(COMPOSERS)
     written = write_report(rep, tmp_path / "report", plots=False)
     assert json.loads((tmp_path / "report" / "report.json").read_text())["closed"]["tracks"] == 12
     assert [p.name for p in written] == ["report.json"]
+    pytest.importorskip("matplotlib", reason="the plots need the 'plots' extra")
+    written = write_report(rep, tmp_path / "plotted")
+    names = ["report.json", "confusion_matrix.png", "embeddings_pca.png", "novelty_hist.png"]
+    assert [p.name for p in written] == names
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written[1:])
+    assert json.loads(written[0].read_text())["plots"] == names[1:]
