@@ -187,6 +187,8 @@ def score(folder: Path, index_dir: Path, out: Path, soundfont: Path | None, as_j
             writer.writerows(rows)
         if tmp is not None:
             os.replace(tmp, out)  # a run that stops early leaves an earlier table at --out untouched
+    except OSError as e:  # disk full while writing the table: the scores are lost, say so in one line
+        raise MusicIdxError(f"could not write the table: {e.strerror or e}", path=out) from e
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
