@@ -120,10 +120,14 @@ def soundfont_sha256(path: str | Path) -> str:
     return digest
 
 
+def _quiet_stdout() -> contextlib.redirect_stdout[io.StringIO]:
+    """For importing pyfluidsynth (also imported by pretty_midi), which prints "'fluidsynth' was
+    found at ..." on import when $CI is set; stdout may be carrying JSON or CSV."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 def _quiet_pretty_midi() -> Any:
-    """Import pretty_midi, which imports pyfluidsynth, which prints to stdout when $CI is set;
-    stdout may be carrying JSON or CSV, so the import is kept quiet."""
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet_stdout():
         import pretty_midi
     return pretty_midi
 
@@ -281,9 +285,7 @@ def clip_starts(pm: pretty_midi.PrettyMIDI, cfg: FeatureConfig) -> np.ndarray:
 
 def _import_fluidsynth() -> Any:
     try:
-        # pyfluidsynth prints "'fluidsynth' was found at ..." to stdout on import when $CI is
-        # set; stdout may be carrying JSON or CSV, so its import is kept quiet.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet_stdout():
             import fluidsynth
     except ImportError as e:  # pyfluidsynth raises ImportError when the shared library is missing
         raise DependencyError(f"cannot load FluidSynth ({e}); {INSTALL_HINT}") from e

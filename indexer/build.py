@@ -311,28 +311,31 @@ def score_tracks(
     *,
     n_labels: int,
     k: int,
+    alternatives: bool = False,
 ) -> TrackScores:
     """Index ``ref``'s clips, then vote and measure novelty for every track of ``query``,
-    exactly as a query against a saved index does."""
+    exactly as a query against a saved index does; with ``alternatives``, also the candidate
+    novelty statistics of :attr:`TrackScores.alternatives` (for ``musicidx eval``)."""
     from musicidx.encoder.model import embed
 
     index, _ = make_faiss_index(model.config.embedding_dim, len(ref.feats), "flat")
     ref_emb = embed(model, ref.feats)
     index.add_with_ids(ref_emb, np.arange(len(ref.feats), dtype=np.int64))
-    ref_kth = reference_kth_distances(index, ref_emb, k)
+    ref_kth = reference_kth_distances(index, ref_emb, k) if alternatives else None
     q_emb = embed(model, query.feats)
     tracks = np.unique(query.track)
     pred, novelty, confidence = np.empty(len(tracks), np.int64), np.empty(len(tracks)), np.empty(len(tracks))
-    alt = {name: np.empty(len(tracks)) for name in ("relative", "mean_k", "nearest")}
+    alt = {name: np.empty(len(tracks)) for name in ("relative", "mean_k", "nearest")} if alternatives else {}
     for i, t in enumerate(tracks):
         nb = search(index, q_emb[query.track == t], k)
         votes = vote(nb, ref_clip_label, n_labels)
         pred[i], confidence[i] = int(np.argmax(votes)), float(votes.max())
         novelty[i] = track_novelty(nb, k)
-        alt["relative"][i] = float(np.median(relative_novelty(nb, ref_kth, k)))
-        finite = np.where(np.isfinite(nb.dist[:, :k]), nb.dist[:, :k], np.nan)
-        alt["mean_k"][i] = float(np.median(np.nanmean(finite, axis=1)))
-        alt["nearest"][i] = float(np.median(nb.dist[:, 0]))
+        if ref_kth is not None:
+            alt["relative"][i] = float(np.median(relative_novelty(nb, ref_kth, k)))
+            finite = np.where(np.isfinite(nb.dist[:, :k]), nb.dist[:, :k], np.nan)
+            alt["mean_k"][i] = float(np.median(np.nanmean(finite, axis=1)))
+            alt["nearest"][i] = float(np.median(nb.dist[:, 0]))
     return TrackScores(track_label[tracks], pred, novelty, confidence, alt)
 
 

@@ -128,7 +128,7 @@ def save_index(contents: IndexContents, out: str | Path) -> Path:
     """Write ``contents`` to ``out`` atomically; an existing index there is replaced whole."""
     import faiss
 
-    out = check_index_destination(out)
+    out = check_index_destination(out, probe=False)  # creating the temporary folder is the probe
     _remove_stale_temporaries(out)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
@@ -153,18 +153,19 @@ def save_index(contents: IndexContents, out: str | Path) -> Path:
     return out
 
 
-def check_index_destination(out: str | Path) -> Path:
+def check_index_destination(out: str | Path, *, probe: bool = True) -> Path:
     """Make sure an index can be written at ``out`` before any work is done for it.
 
-    Creates the parent folder if needed and proves it writable with a throw-away temporary
-    folder; raises :class:`MusicIdxError` naming ``out`` when it cannot be.
+    Creates the parent folder if needed and (with ``probe``) proves it writable with a
+    throw-away temporary folder; raises :class:`MusicIdxError` naming ``out`` when it cannot be.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise IndexFormatError("exists and is not a directory; choose another --out", path=out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=out.parent))
+        if probe:
+            os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=out.parent))
     except OSError as e:
         raise MusicIdxError(f"cannot write the index here: {e.strerror or e}", path=out) from e
     return out

@@ -113,7 +113,7 @@ def _fit_and_score(
     model.load_state_dict(contents.encoder_state)
     model.eval()
     ref, query = stack_clips(corpus, train_idx), stack_clips(corpus, test_idx)
-    scores = score_tracks(model, ref, label[ref.track], query, label, n_labels=n_labels, k=k)
+    scores = score_tracks(model, ref, label[ref.track], query, label, n_labels=n_labels, k=k, alternatives=True)
     return scores, fit.threshold, model
 
 
@@ -194,20 +194,12 @@ def evaluate(
             test = np.r_[te, unknown]
             scores, thr, _ = _fit_and_score(corpus, tr, test, label, n_labels=n, model_config=mc, train_config=tc, k=k)
             is_unknown = scores.truth == c
-            m = open_set_metrics(
-                scores.novelty[~is_unknown], scores.novelty[is_unknown], (scores.pred == scores.truth)[~is_unknown]
-            )
-            alt = open_set_metrics(
-                1 - scores.confidence[~is_unknown],
-                1 - scores.confidence[is_unknown],
-                (scores.pred == scores.truth)[~is_unknown],
-            )
-            for name, values in scores.alternatives.items():  # candidate novelty statistics
-                m[f"auroc_{name}"] = open_set_metrics(
-                    values[~is_unknown], values[is_unknown], (scores.pred == scores.truth)[~is_unknown]
-                )["auroc"]
+            correct = (scores.pred == scores.truth)[~is_unknown]
+            m = open_set_metrics(scores.novelty[~is_unknown], scores.novelty[is_unknown], correct)
+            candidates = {"low_confidence": 1 - scores.confidence, **scores.alternatives}
+            for name, values in candidates.items():  # candidate novelty statistics, AUROC only
+                m[f"auroc_{name}"] = open_set_metrics(values[~is_unknown], values[is_unknown], correct)["auroc"]
             m.update(
-                auroc_low_confidence=alt["auroc"],
                 threshold=thr,
                 known_tracks=int((~is_unknown).sum()),
                 unknown_tracks=int(is_unknown.sum()),
@@ -218,8 +210,8 @@ def evaluate(
             novelty_loco.append((composers[c], scores.novelty[~is_unknown], scores.novelty[is_unknown]))
             thresholds.append(thr)
             step(folds + c + 1, total_fits)
-    keys = ["auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged", "auroc_low_confidence"]
-    keys += sorted({key for v in per_composer.values() for key in v if key.startswith("auroc_")} - set(keys))
+    keys = ["auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged"]
+    keys += sorted({key for v in per_composer.values() for key in v if key.startswith("auroc_")})
     open_ = (
         {
             "per_composer": per_composer,

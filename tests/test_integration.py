@@ -61,7 +61,11 @@ def test_manifest_describes_the_index(
     assert FeatureConfig.from_dict(m["features"]) == features
     assert ModelConfig.from_dict(m["model"]) == model_config and m["embedding_dim"] == 32
     assert {k: m["training"][k] for k in train_config.to_dict()} == json.loads(json.dumps(train_config.to_dict()))
-    assert 1 <= m["training"]["best_epoch"] <= train_config.epochs and len(m["training"]["history"]) == 2
+    history = m["training"]["history"]
+    assert [h["epoch"] for h in history] == list(range(1, train_config.epochs + 1))
+    bacc = [h["val_balanced_accuracy"] for h in history]
+    # the kept epoch is the last one with the best held-out balanced accuracy
+    assert m["training"]["best_epoch"] == max(e for e, b in enumerate(bacc, 1) if b == max(bacc))
     assert m["soundfont"]["name"] == "TimGM6mb.sf2" and m["soundfont"]["sha256"] == find_soundfont().sha256
     assert m["soundfont"]["rendered_seconds"] > 0
     assert m["composers"] == {"Alpha": 4, "Beta": 4, "Gamma": 4}
