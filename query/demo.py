@@ -36,7 +36,8 @@ from typing import Any
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import DependencyError, MusicIdxError
-from musicidx.encoder.render import load_midi
+from musicidx.encoder.render import file_sha256, load_midi
+from musicidx.indexer.build import default_workers
 
 from .engine import SCORE_COLUMNS, ScoreRow, Searcher, list_query_files, score_files
 
@@ -323,7 +324,7 @@ def export_piece(source: str, dest: str | Path, *, program: int | None = None) -
 
 def _sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
@@ -384,7 +385,7 @@ def export_corpus(
     if progress is not None:
         progress("export", reused, len(planned))
     jobs = [(planned[rel].source, str(out / rel), recipe.program) for rel, _ in todo]
-    n_workers = min(workers or _default_workers(), len(jobs))
+    n_workers = min(workers or default_workers(), len(jobs))
     with contextlib.ExitStack() as stack:
         if n_workers > 1:
             import multiprocessing as mp
@@ -407,10 +408,6 @@ def export_corpus(
                 _write_record(record_path, files, recorded, planned, m21)
     _write_record(record_path, files, recorded, planned, m21)
     return ExportReport(len(todo), reused, removed, time.monotonic() - began)
-
-
-def _default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _export_job(job: tuple[str, str, int | None]) -> str | None:
