@@ -506,9 +506,13 @@ def build_index(
     faiss_kind: str = "auto",
     progress: Progress | None = None,
 ) -> BuildReport:
-    """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically)."""
+    """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically).
+
+    ``out`` must be new, empty, or an index musicidx wrote, and must neither be, lie inside nor
+    contain ``midi_dir``; anything else is refused before any work (see
+    :func:`~musicidx.indexer.store.check_index_destination`)."""
     began = time.monotonic()
-    check_index_destination(out)  # fail now, not after training
+    check_index_destination(out, source=midi_dir)  # fail now, not after training; never destroy a user's folder
     corpus = prepare_corpus(
         midi_dir,
         features=features,

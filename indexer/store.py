@@ -10,6 +10,12 @@
 
 An index is written into a temporary sibling directory and swapped into place, so a build
 interrupted at any moment leaves the previous index (or none) at the target, never half of one.
+
+Nothing else is ever replaced: :func:`check_index_destination` accepts as a destination only a
+new or empty folder, or a folder that holds a musicidx index and nothing else; any other folder
+(the user's files, the MIDI input itself) is refused before any work is done.  A temporary
+folder carries the marker file ``.musicidx-partial`` from its first moment, and only folders
+with that marker are ever cleaned up as leftovers of an interrupted build.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -40,6 +47,9 @@ MANIFEST = "manifest.json"
 FAISS_FILE = "index.faiss"
 CLIPS_FILE = "clips.parquet"
 ENCODER_FILE = "encoder.pt"
+INDEX_FILES = (MANIFEST, FAISS_FILE, CLIPS_FILE, ENCODER_FILE)
+#: Marks a temporary folder as musicidx's own half-written index (safe to delete once its build is gone).
+PARTIAL_MARK = ".musicidx-partial"
 
 CLIPS_SCHEMA = pa.schema(
     [
@@ -125,16 +135,22 @@ class IndexContents:
 
 
 def save_index(contents: IndexContents, out: str | Path) -> Path:
-    """Write ``contents`` to ``out`` atomically; an existing index there is replaced whole."""
+    """Write ``contents`` to ``out`` atomically; an existing index there is replaced whole.
+
+    ``out`` must pass :func:`check_index_destination`: a folder holding anything but a musicidx
+    index is refused, never overwritten.  An existing folder keeps its permissions; a new one
+    gets the usual ones (0777 less the umask)."""
     import faiss
 
     out = check_index_destination(out, probe=False)  # creating the temporary folder is the probe
+    mode = stat.S_IMODE(out.stat().st_mode) if out.is_dir() else _default_dir_mode()
     _remove_stale_temporaries(out)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     except OSError as e:
         raise MusicIdxError(f"cannot write the index here: {e.strerror or e}", path=out) from e
     try:
+        (tmp / PARTIAL_MARK).touch()
         blob = encoder_bytes(contents.encoder_state)
         (tmp / ENCODER_FILE).write_bytes(blob)
         manifest = dict(contents.manifest)
@@ -142,10 +158,14 @@ def save_index(contents: IndexContents, out: str | Path) -> Path:
         faiss.write_index(contents.faiss_index, str(tmp / FAISS_FILE))
         pq.write_table(contents.clips.cast(CLIPS_SCHEMA), tmp / CLIPS_FILE)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        (tmp / PARTIAL_MARK).unlink()
         for f in tmp.iterdir():
             _fsync(f)
+        os.chmod(tmp, mode)
         _fsync(tmp)
         _swap_into_place(tmp, out)
+        if tmp.is_dir():  # now the previous index: marked, so a kill before the clean-up below is cleaned later
+            (tmp / PARTIAL_MARK).touch()
     except (OSError, RuntimeError) as e:  # disk full, quota...; faiss reports I/O as RuntimeError
         raise MusicIdxError(f"could not write the index (any previous one is intact): {e}", path=out) from e
     finally:
@@ -153,27 +173,83 @@ def save_index(contents: IndexContents, out: str | Path) -> Path:
     return out
 
 
-def check_index_destination(out: str | Path, *, probe: bool = True) -> Path:
-    """Make sure an index can be written at ``out`` before any work is done for it.
+def _default_dir_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
 
-    Creates the parent folder if needed and (with ``probe``) proves it writable with a
-    throw-away temporary folder; raises :class:`MusicIdxError` naming ``out`` when it cannot be.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise IndexFormatError("exists and is not a directory; choose another --out", path=out)
+
+def is_index_dir(path: str | Path) -> bool:
+    """True when ``path`` holds a musicidx manifest (a dict with an integer ``format_version``
+    and the ``features`` and ``model`` configs), whatever the state of its other files."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        m = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(m, dict)
+        and isinstance(m.get("format_version"), int)
+        and isinstance(m.get("features"), dict)
+        and isinstance(m.get("model"), dict)
+    )
+
+
+def check_index_destination(out: str | Path, *, source: str | Path | None = None, probe: bool = True) -> Path:
+    """Make sure an index can be written at ``out`` without destroying anything, before any work
+    is done for it; returns ``out`` as an absolute path.
+
+    Accepted: a path that does not exist yet, an empty folder, or a folder that holds a musicidx
+    index and nothing else (which a build then replaces whole).  Refused with
+    :class:`IndexFormatError` naming ``out``: a file; any folder holding other files; the current
+    directory; and, given the input folder ``source``, ``out`` equal to it, inside it, or
+    containing it.  Creates the parent folder if needed and (with ``probe``) proves it writable
+    with a throw-away temporary folder.
+    """
+    given = Path(out)
+    if given.exists() and not given.is_dir():
+        raise IndexFormatError("exists and is not a directory; choose another --out", path=given)
+    target = given.resolve()
+    if source is not None:
+        src = Path(source).resolve()
+        if target == src:
+            raise IndexFormatError("is the input MIDI folder; write the index to a folder of its own", path=given)
+        if src in target.parents:
+            raise IndexFormatError(f"is inside the input MIDI folder {source}; write the index outside it", path=given)
+        if target in src.parents:
+            raise IndexFormatError(f"contains the input MIDI folder {source}; write the index elsewhere", path=given)
+    if target.is_dir():
+        if target == Path.cwd().resolve():
+            raise IndexFormatError("is the current directory; give the index a folder of its own", path=given)
+        entries = sorted(p.name for p in target.iterdir())
+        foreign = [e for e in entries if e not in INDEX_FILES]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise IndexFormatError(
+                f"holds files that are not part of a musicidx index ({shown}); musicidx replaces only an index "
+                "it wrote: choose a new or empty folder for --out",
+                path=given,
+            )
+        if entries and not is_index_dir(target):
+            raise IndexFormatError(
+                "is not a musicidx index (no musicidx manifest.json); musicidx replaces only an index it wrote: "
+                "choose a new or empty folder for --out, or delete this one yourself",
+                path=given,
+            )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         if probe:
-            os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=out.parent))
+            os.rmdir(tempfile.mkdtemp(prefix=f".{target.name}.probe-", dir=target.parent))
     except OSError as e:
-        raise MusicIdxError(f"cannot write the index here: {e.strerror or e}", path=out) from e
-    return out
+        raise MusicIdxError(f"cannot write the index here: {e.strerror or e}", path=given) from e
+    return target
 
 
 def _remove_stale_temporaries(out: Path) -> None:
-    """Delete ``.NAME.tmp-PID-*`` folders left by builds that were killed (their PID is gone)."""
+    """Delete ``.NAME.tmp-PID-*`` folders left by builds that were killed (their PID is gone and
+    the folder carries musicidx's :data:`PARTIAL_MARK`; a folder without it is never touched)."""
     for d in out.parent.glob(f".{out.name}.tmp-*"):
+        if not (d / PARTIAL_MARK).is_file():
+            continue
         try:
             pid = int(d.name[len(f".{out.name}.tmp-") :].split("-")[0])
         except ValueError:
@@ -236,9 +312,17 @@ def load_index(path: str | Path) -> IndexContents:
     d = Path(path)
     if not d.is_dir():
         raise IndexFormatError("no index here (build one with 'musicidx build MIDI_DIR --out INDEX')", path=d)
-    for name in (MANIFEST, FAISS_FILE, CLIPS_FILE, ENCODER_FILE):
+    entries = {p.name for p in d.iterdir()}
+    if MANIFEST not in entries and not (entries and entries <= set(INDEX_FILES)):
+        raise IndexFormatError(
+            "is not a musicidx index (no manifest.json); pass --index the folder that 'musicidx build' wrote",
+            path=d,
+        )
+    for name in INDEX_FILES:
         if not (d / name).is_file():
-            raise IndexFormatError(f"incomplete index: {name} is missing; rebuild it", path=d)
+            raise IndexFormatError(
+                f"incomplete index: {name} is missing; build the index again into a new folder", path=d
+            )
     try:
         manifest = json.loads((d / MANIFEST).read_text())
     except (OSError, ValueError) as e:

@@ -243,10 +243,11 @@ def test_cli_build_text_summary(corpus_dir: Path, tmp_path: Path, tiny_cli_defau
     [
         (["query", "x.mid", "--index", "{tmp}/none"], r"none: no index here \(build one with"),
         (["info", "--index", "{tmp}/none"], r"none: no index here"),
-        (["build", "{tmp}", "--out", "{tmp}/idx"], r"no MIDI files found \(expected MIDI_DIR/<Composer>/\*\.mid\)"),
+        (["build", "{tmp}/in", "--out", "{tmp}/idx"], r"no MIDI files found \(expected MIDI_DIR/<Composer>/\*\.mid\)"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], match: str) -> None:
+    (tmp_path / "in").mkdir()
     r = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
     assert r.exit_code == 1 and r.stdout == ""
     (line,) = r.stderr.splitlines()
@@ -332,10 +333,8 @@ def test_same_seed_gives_an_identical_index_and_a_warm_rebuild_reuses_everything
     assert a["encoder_sha256"] == b["encoder_sha256"]
     assert a["novelty"] == b["novelty"] and a["validation"] == b["validation"]
 
-    (out / "stale.txt").write_text("from before")
-    warm = build_tiny(corpus_dir, out, cache)  # same cache, same place: replaced atomically
+    warm = build_tiny(corpus_dir, out, cache)  # same cache, same place: the index is replaced atomically
     assert warm.cached_tracks == 12 and warm.rendered_seconds == 0.0
-    assert not (out / "stale.txt").exists()
     np.testing.assert_array_equal(_vectors(out), _vectors(built_index))
     assert _manifest(out)["encoder_sha256"] == b["encoder_sha256"]
 

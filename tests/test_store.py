@@ -53,22 +53,27 @@ def test_save_load_round_trip(synthetic_index: SyntheticIndex) -> None:
 
 def test_save_replaces_an_existing_index_whole_and_leaves_no_temporaries(synthetic_index: SyntheticIndex) -> None:
     out = synthetic_index.path
-    (out / "leftover.txt").write_text("from the previous index")
     contents = synthetic_index.contents
     contents.manifest["k"] = 7
     save_index(contents, out)
-    assert not (out / "leftover.txt").exists() and load_index(out).manifest["k"] == 7
+    assert load_index(out).manifest["k"] == 7
+    assert sorted(p.name for p in out.iterdir()) == ["clips.parquet", "encoder.pt", "index.faiss", "manifest.json"]
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
-def test_save_removes_temporaries_of_dead_builds_only(synthetic_index: SyntheticIndex) -> None:
+def test_save_removes_marked_temporaries_of_dead_builds_only(synthetic_index: SyntheticIndex) -> None:
     out = synthetic_index.path
     dead = out.parent / f".{out.name}.tmp-{2**22 + 7}-x"  # above any pid_max: no such process
     alive = out.parent / f".{out.name}.tmp-1-y"  # pid 1 always exists
-    dead.mkdir()
-    alive.mkdir()
+    unmarked = out.parent / f".{out.name}.tmp-{2**22 + 8}-z"  # looks like ours, but is not marked: a user's
+    for d in (dead, alive, unmarked):
+        d.mkdir()
+        (d / "f.txt").write_text("data")
+    (dead / ".musicidx-partial").touch()
+    (alive / ".musicidx-partial").touch()
     save_index(synthetic_index.contents, out)
     assert not dead.exists() and alive.is_dir()
+    assert (unmarked / "f.txt").read_text() == "data"
 
 
 def test_save_refuses_to_replace_a_file(synthetic_index: SyntheticIndex, tmp_path: Path) -> None:
