@@ -8,7 +8,8 @@ long-lived FluidSynth instance per process, so a build renders
 Hostile input is bounded before anything heavy runs: file size, message count, note count,
 length of the piece and rendering wall time are capped (see the ``MAX_*`` constants); each
 violation is an :class:`~.errors.InvalidMidiError` or :class:`~.errors.SynthesisError`
-naming the file and the limit.
+naming the file and the limit.  A file's tick count is not a limit: one with more ticks than
+pretty_midi accepts (music21 writes 10,080 per beat) is re-timed on a coarser grid first.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ MAX_MESSAGES = 2_000_000
 MAX_NOTES = 500_000
 MAX_SECONDS = 3 * 3600.0
 MAX_RENDER_SECONDS = 60.0  # wall-clock budget for rendering one file's clips
+#: The largest tick handed to pretty_midi, which keeps a float per tick of the piece and refuses
+#: files past 10**7 ticks (its ``MAX_TICK``) as "likely corrupt"; longer ones are re-timed first.
+MAX_TICKS = 9_999_999
 
 #: Controllers whose state matters to the sound of a mono rendering.
 _CONTROLLERS = frozenset({1, 7, 11, 64, 66, 67})
@@ -242,6 +246,7 @@ def load_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
         raise InvalidMidiError(f"{n_msgs} MIDI messages, over the {MAX_MESSAGES} limit", path=p)
     if mf.type == 2:
         raise InvalidMidiError("type-2 MIDI (independent sequences) is not supported", path=p)
+    _fit_ticks(mf, p)
     try:
         with warnings.catch_warnings():  # pretty_midi warns on tempo events off track 0
             warnings.simplefilter("ignore")
@@ -257,6 +262,36 @@ def load_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
     if not np.isfinite(end) or end > MAX_SECONDS:
         raise InvalidMidiError(f"lasts {end / 3600:.1f} h, over the {MAX_SECONDS / 3600:.0f} h limit", path=p)
     return pm
+
+
+def _fit_ticks(mf: Any, path: Path) -> None:
+    """Re-time the :class:`mido.MidiFile` ``mf`` in place so that its largest tick is at most
+    :data:`MAX_TICKS`: fewer ticks per beat, every event (tempo changes included) moved to the
+    nearest tick of the coarser grid, so times in seconds move by under half a new tick.
+
+    What matters is the piece's length in seconds, its notes and messages (checked by
+    :func:`load_midi`), not how finely its ticks divide a beat: music21 writes 10,080 ticks per
+    beat, so a whole quartet movement passes 10**7 ticks.  A file still too long at one tick per
+    beat is refused here, before pretty_midi would allocate a float per tick.
+    """
+    tpb = int(mf.ticks_per_beat)
+    largest = max((sum(msg.time for msg in track) for track in mf.tracks), default=0)
+    if largest <= MAX_TICKS:
+        return
+    new_tpb = tpb * MAX_TICKS // largest
+    if tpb < 1 or new_tpb < 1:
+        raise InvalidMidiError(
+            f"{largest // max(tpb, 1)} beats long, over the {MAX_TICKS}-beat limit "
+            f"(largest tick {largest} at {tpb} ticks per beat)",
+            path=path,
+        )
+    for track in mf.tracks:
+        tick = placed = 0
+        for msg in track:
+            tick += msg.time
+            new = (tick * new_tpb + tpb // 2) // tpb
+            msg.time, placed = new - placed, new
+    mf.ticks_per_beat = new_tpb
 
 
 def sounding_span(pm: pretty_midi.PrettyMIDI) -> tuple[float, float]:
