@@ -100,9 +100,11 @@ def prepare_corpus(
     workers: int | None = None,
     strict: bool = False,
     variants: int = 0,
+    orchestrations: Sequence[str] = (),
     progress: Progress | None = None,
 ) -> Corpus:
-    """Scan ``midi_dir`` and extract the features of every file.
+    """Scan ``midi_dir`` and extract the features of every file (and, for ``musicidx eval``, of
+    the same windows in each of the named ``orchestrations``).
 
     ``cache_dir``: a folder, ``True`` for the default (``$XDG_CACHE_HOME/musicidx``) or
     ``None``/``False`` for no cache.  With ``strict``, the first file that fails raises.
@@ -119,6 +121,7 @@ def prepare_corpus(
         cache_dir=cache,
         workers=workers or default_workers(),
         variants=variants,
+        orchestrations=orchestrations,
         on_done=None if progress is None else (lambda d, n: progress("features", d, n)),
     )
     kept_t, kept_f, skipped = [], [], []
@@ -173,8 +176,13 @@ class ClipArrays:
     views: tuple[np.ndarray, ...] = ()  # re-orchestrated renderings, row-aligned with feats
 
 
-def stack_clips(corpus: Corpus, idx: Sequence[int] | np.ndarray) -> ClipArrays:
-    feats = [corpus.features[i].feats for i in idx]
+def stack_clips(corpus: Corpus, idx: Sequence[int] | np.ndarray, *, orchestration: str | None = None) -> ClipArrays:
+    """The clips of tracks ``idx``, in their own orchestration or (with ``orchestration``) in that
+    named one, rendered for evaluation by :func:`prepare_corpus`."""
+    feats = [
+        corpus.features[i].feats if orchestration is None else corpus.features[i].orchestrated[orchestration]
+        for i in idx
+    ]
     track = [np.full(len(f), i, dtype=np.int64) for i, f in zip(idx, feats)]
     starts = [corpus.features[i].starts for i in idx]
     if not feats:

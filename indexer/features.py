@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,9 @@ class TrackFeatures:
     cached: bool
     #: re-orchestrated renderings of the same windows, each like ``feats`` (training augmentation)
     views: tuple[np.ndarray, ...] = ()
+    #: the same windows in named orchestrations (``musicidx eval``; see
+    #: :func:`~musicidx.encoder.render.orchestrate`), each like ``feats``
+    orchestrated: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class FeatureCache:
@@ -50,8 +53,11 @@ class FeatureCache:
         self.root = None if base is None else Path(base) / f"features-v{FEATURES_VERSION}"
 
     @staticmethod
-    def key(file_hash: str, cfg: FeatureConfig, soundfont: SoundFont, variant: int = 0) -> str:
-        raw = f"{file_hash}:{cfg.digest()}:{soundfont.sha256}:{FEATURES_VERSION}" + (f":v{variant}" if variant else "")
+    def key(file_hash: str, cfg: FeatureConfig, soundfont: SoundFont, variant: int | str = 0) -> str:
+        """The entry of a file's features: ``variant`` 0 is its own orchestration, an int > 0 a
+        training re-orchestration, a string a named orchestration."""
+        tag = f":o{variant}" if isinstance(variant, str) else (f":v{variant}" if variant else "")
+        raw = f"{file_hash}:{cfg.digest()}:{soundfont.sha256}:{FEATURES_VERSION}" + tag
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def _path(self, key: str) -> Path:
@@ -87,26 +93,40 @@ class FeatureCache:
 
 
 def _cached(
-    digest: str, cfg: FeatureConfig, soundfont: SoundFont, cache: FeatureCache, variants: int
+    digest: str,
+    cfg: FeatureConfig,
+    soundfont: SoundFont,
+    cache: FeatureCache,
+    variants: int,
+    orchestrations: Sequence[str] = (),
 ) -> TrackFeatures | None:
     entries = []
-    for v in range(variants + 1):
+    for v in [*range(variants + 1), *orchestrations]:
         entry = cache.get(FeatureCache.key(digest, cfg, soundfont, v))
         if entry is None:
             return None
         entries.append(entry)
     feats, starts, duration = entries[0]
-    return TrackFeatures(feats, starts, duration, digest, 0.0, True, tuple(e[0] for e in entries[1:]))
+    views = tuple(e[0] for e in entries[1 : variants + 1])
+    named = {o: e[0] for o, e in zip(orchestrations, entries[variants + 1 :])}
+    return TrackFeatures(feats, starts, duration, digest, 0.0, True, views, named)
 
 
 def extract_file(
-    path: str | Path, *, cfg: FeatureConfig, soundfont: SoundFont, cache: FeatureCache, variants: int = 0
+    path: str | Path,
+    *,
+    cfg: FeatureConfig,
+    soundfont: SoundFont,
+    cache: FeatureCache,
+    variants: int = 0,
+    orchestrations: Sequence[str] = (),
 ) -> TrackFeatures:
     """Features of one file, from the cache or by rendering and CQT; with ``variants`` > 0,
     also that many re-orchestrated renderings of the same windows (see
-    :func:`~musicidx.encoder.render.reorchestration`)."""
+    :func:`~musicidx.encoder.render.reorchestration`), and the same windows in each of the named
+    ``orchestrations`` (see :func:`~musicidx.encoder.render.orchestrate`)."""
     from musicidx.encoder.frontend import cqt_features
-    from musicidx.encoder.render import reorchestration
+    from musicidx.encoder.render import orchestrate, reorchestration
 
     p = Path(path)
     try:
@@ -115,7 +135,7 @@ def extract_file(
         from musicidx.encoder.errors import InvalidMidiError
 
         raise InvalidMidiError(f"cannot read file ({e.strerror or e})", path=p) from e
-    hit = _cached(digest, cfg, soundfont, cache, variants)
+    hit = _cached(digest, cfg, soundfont, cache, variants, orchestrations)
     if hit is not None:
         return hit
     pm = load_midi(p)
@@ -140,7 +160,17 @@ def extract_file(
             cache.put(key, *got)
             rendered += clips.rendered_seconds
         views.append(got[0])
-    return TrackFeatures(feats, starts, duration, digest, rendered, False, tuple(views))
+    named = {}
+    for name in orchestrations:
+        key = FeatureCache.key(digest, cfg, soundfont, name)
+        got = cache.get(key)
+        if got is None:
+            clips = render_clips(orchestrate(pm, name, key=digest), cfg=cfg, soundfont=soundfont, path=p, starts=starts)
+            got = (cqt_features(clips.audio, cfg).astype(np.float16), starts, duration)
+            cache.put(key, *got)
+            rendered += clips.rendered_seconds
+        named[name] = got[0]
+    return TrackFeatures(feats, starts, duration, digest, rendered, False, tuple(views), named)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -148,26 +178,35 @@ def extract_file(
 _WORKER: dict[str, object] = {}
 
 
-def _init_worker(cfg: FeatureConfig, soundfont: SoundFont, cache_base: str | None, variants: int) -> None:
+def _init_worker(
+    cfg: FeatureConfig, soundfont: SoundFont, cache_base: str | None, variants: int, orchestrations: tuple[str, ...]
+) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER.update(cfg=cfg, soundfont=soundfont, cache=FeatureCache(cache_base), variants=variants)
+    _WORKER.update(
+        cfg=cfg, soundfont=soundfont, cache=FeatureCache(cache_base), variants=variants, orchestrations=orchestrations
+    )
 
 
 def _work(path: str) -> TrackFeatures | MusicIdxError:
     cfg, sf, cache = _WORKER["cfg"], _WORKER["soundfont"], _WORKER["cache"]
     assert isinstance(cfg, FeatureConfig) and isinstance(sf, SoundFont) and isinstance(cache, FeatureCache)
-    variants = _WORKER["variants"]
-    assert isinstance(variants, int)
-    return _safe_extract(path, cfg, sf, cache, variants)
+    variants, orchestrations = _WORKER["variants"], _WORKER["orchestrations"]
+    assert isinstance(variants, int) and isinstance(orchestrations, tuple)
+    return _safe_extract(path, cfg, sf, cache, variants, orchestrations)
 
 
 def _safe_extract(
-    path: str | Path, cfg: FeatureConfig, sf: SoundFont, cache: FeatureCache, variants: int = 0
+    path: str | Path,
+    cfg: FeatureConfig,
+    sf: SoundFont,
+    cache: FeatureCache,
+    variants: int = 0,
+    orchestrations: tuple[str, ...] = (),
 ) -> TrackFeatures | MusicIdxError:
     try:
-        return extract_file(path, cfg=cfg, soundfont=sf, cache=cache, variants=variants)
+        return extract_file(path, cfg=cfg, soundfont=sf, cache=cache, variants=variants, orchestrations=orchestrations)
     except MusicIdxError as e:
         return e
     except Exception as e:  # one odd file must not take a whole batch down
@@ -182,20 +221,23 @@ def extract_many(
     cache_dir: str | Path | None,
     workers: int = 1,
     variants: int = 0,
+    orchestrations: Sequence[str] = (),
     on_done: Callable[[int, int], None] | None = None,
 ) -> list[TrackFeatures | MusicIdxError]:
     """Features of every path, in order; a file that fails gives its error in its place.
-    ``variants``: re-orchestrated renderings per file, for training (see :func:`extract_file`).
+    ``variants``: re-orchestrated renderings per file, for training; ``orchestrations``: named
+    orchestrations of the same windows, for evaluation (see :func:`extract_file`).
 
     With ``workers > 1`` the files are spread over that many processes (one torch thread
     each); cached files are answered without starting any.
     """
     cache = FeatureCache(cache_dir)
+    orch = tuple(orchestrations)
     results: list[TrackFeatures | MusicIdxError | None] = [None] * len(paths)
     todo: list[int] = []
     for i, p in enumerate(paths):  # cache hits first, in this process: no pool for a warm run
         try:
-            hit = _cached(file_sha256(p), cfg, soundfont, cache, variants) if cache.root else None
+            hit = _cached(file_sha256(p), cfg, soundfont, cache, variants, orch) if cache.root else None
         except OSError:
             hit = None
         if hit is not None:
@@ -207,7 +249,7 @@ def extract_many(
         on_done(done, len(paths))
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
-            results[i] = _safe_extract(paths[i], cfg, soundfont, cache, variants)
+            results[i] = _safe_extract(paths[i], cfg, soundfont, cache, variants, orch)
             done += 1
             if on_done is not None:
                 on_done(done, len(paths))
@@ -215,7 +257,7 @@ def extract_many(
         ctx = mp.get_context("spawn")  # fork after torch/OpenMP start-up is unsafe
         root = None if cache.base is None else str(cache.base)
         with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, soundfont, root, variants)
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, soundfont, root, variants, orch)
         ) as ex:
             order = sorted(todo, key=lambda i: -_size(paths[i]))  # big files first: better balance
             for i, res in zip(order, ex.map(_work, [str(paths[i]) for i in order], chunksize=1)):

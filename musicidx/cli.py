@@ -243,17 +243,42 @@ def info(index_dir: Path, as_json: bool) -> None:
 
 @cli.command(name="eval")
 @click.argument("midi_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(path_type=Path),
+    help="Evaluate this existing index on MIDI_DIR instead (cross-corpus; composers it lacks count as new).",
+)
 @click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Grouped CV folds.")
+@click.option(
+    "--seeds", type=click.IntRange(1, 20), default=3, show_default=True, help="Training seeds (0..N-1) to average."
+)
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write report.json and plots here.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
 @json_option
-def eval_(midi_dir: Path, folds: int, report_dir: Path | None, seed: int, workers: int | None, as_json: bool) -> None:
-    """Grouped cross-validation (closed set) and leave-one-composer-out (open set)."""
-    from musicidx.query.evaluate import evaluate, write_report
+def eval_(
+    midi_dir: Path,
+    index_dir: Path | None,
+    folds: int,
+    seeds: int,
+    report_dir: Path | None,
+    seed: int,
+    workers: int | None,
+    as_json: bool,
+) -> None:
+    """Grouped CV (closed set) and leave-one-composer-out (open set), each held-out track also
+    re-orchestrated, over several seeds; or, with --index, an existing index on another labelled folder."""
+    from musicidx.query import evaluate as ev
 
-    report = evaluate(midi_dir, folds=folds, seed=seed, workers=workers, progress=Progress())
-    written = write_report(report, report_dir) if report_dir else []
+    if index_dir is not None:
+        cross = ev.evaluate_index(index_dir, midi_dir, workers=workers, progress=Progress())
+        written = ev.write_cross_report(cross, report_dir) if report_dir else []
+        out = json.dumps(cross.to_dict(), indent=2, ensure_ascii=False) if as_json else _render_cross(cross, written)
+        click.echo(out)
+        return
+    report = ev.evaluate(midi_dir, folds=folds, seed=seed, seeds=range(seeds), workers=workers, progress=Progress())
+    written = ev.write_report(report, report_dir) if report_dir else []
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else _render_eval(report, written))
 
 
@@ -375,23 +400,74 @@ def _render_answer(a: dict[str, Any]) -> str:
 
 
 def _render_eval(r: Any, written: list[Path]) -> str:
+    def ms(key: str) -> str:
+        v = r.summary[key]
+        return f"{v['mean']:.3f} ± {v['std']:.3f}" if len(r.seeds) > 1 else f"{v['mean']:.3f}"
+
     c, o = r.closed, r.open
+    views = ["original", *r.orchestrations]
+    seeds = f"{len(r.seeds)} training seeds ({', '.join(map(str, r.seeds))}), mean ± std"
     lines = [
-        f"closed set   {c['tracks']} tracks, grouped {r.folds}-fold CV by work: accuracy {c['accuracy']:.3f}, "
-        f"balanced accuracy {c['balanced_accuracy']:.3f}, macro-F1 {c['macro_f1']:.3f}",
-        "  recall     " + ", ".join(f"{k} {v:.2f}" for k, v in c["recall"].items()),
+        f"closed set   {c['tracks']} tracks, grouped {r.folds}-fold CV by work; {seeds}:",
+        *(
+            f"  {v:<10} balanced accuracy {ms(f'closed.{v}.balanced_accuracy')}, accuracy {ms(f'closed.{v}.accuracy')}"
+            for v in views
+        ),
     ]
+    if r.orchestrations:
+        lines.append(f"  agreement  same composer in all {len(views)} orchestrations: {ms('closed.agreement')}")
+    lines.append(
+        f"  seed {r.seeds[0]}     macro-F1 {c['macro_f1']:.3f}; recall "
+        + ", ".join(f"{k} {v:.2f}" for k, v in c["recall"].items())
+    )
     if o:
         lines.append("open set     leave-one-composer-out (unknown = left-out composer):")
-        for name, m in {**o["per_composer"], "mean": o["mean"]}.items():
+        lines += [
+            f"  {v:<10} AUROC {ms(f'open.{v}.auroc')}  FPR@95%TPR {ms(f'open.{v}.fpr_at_95tpr')}"
+            + (f"  OSCR {ms(f'open.{v}.oscr')}" if v == "original" else "")
+            for v in views
+        ]
+        lines.append(f"  seed {r.seeds[0]}, per left-out composer:")
+        for name, m in o["per_composer"].items():
             lines.append(
                 f"  {name:<10} AUROC {m['auroc']:.3f}  FPR@95%TPR {m['fpr_at_95tpr']:.3f}  OSCR {m['oscr']:.3f}  "
                 f"flagged new: unknown {m['unknown_flagged']:.2f}, known {m['known_flagged']:.2f}"
             )
-        alts = {k[len("auroc_") :]: v for k, v in o["mean"].items() if k.startswith("auroc_")}
+        alts = {k[len("auroc_") :]: v for k, v in o["mean"].items() if k.startswith("auroc_") and k[6:] not in views}
         lines.append(
             "  candidate novelty statistics, mean AUROC: " + ", ".join(f"{k} {v:.3f}" for k, v in alts.items())
         )
+    lines.append(f"time         {r.seconds:.0f}s")
+    lines += [f"wrote        {p}" for p in written]
+    return "\n".join(lines)
+
+
+def _render_cross(r: Any, written: list[Path]) -> str:
+    k, o = r.known, r.open
+    lines = [f"index        {r.index} asked about {r.tracks} tracks of {r.folder}"]
+    if k.get("tracks"):
+        lines.append(
+            f"known        {k['tracks']} tracks of {', '.join(r.known_composers)}: accuracy {k['accuracy']:.3f}, "
+            f"balanced accuracy {k['balanced_accuracy']:.3f}; flagged new {k['flagged_new']:.2f}"
+        )
+        lines += [
+            f"  {c:<10} recall {k['recall'][c]:.2f}  answered "
+            + ", ".join(f"{a} {n}" for a, n in k["answered"][c].items())
+            for c in r.known_composers
+        ]
+    else:
+        lines.append("known        none of the folder's composers is in the index")
+    if o:
+        lines.append(
+            f"new          {o['new_tracks']} tracks of {len(r.new_composers)} composers: AUROC {o['auroc']:.3f}, "
+            f"FPR@95%TPR {o['fpr_at_95tpr']:.3f}, OSCR {o['oscr']:.3f}; flagged new {o['flagged_new']:.2f} "
+            f"at the threshold {o['threshold']:.4f}"
+        )
+        lines += [
+            f"  {c:<10} {m['tracks']:>3} tracks  AUROC {m['auroc']:.3f}  flagged new {m['flagged_new']:.2f}"
+            for c, m in o["per_new_composer"].items()
+        ]
+    lines += [f"skipped      {p}: {why}" for p, why in r.skipped]
     lines.append(f"time         {r.seconds:.0f}s")
     lines += [f"wrote        {p}" for p in written]
     return "\n".join(lines)

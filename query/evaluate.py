@@ -1,20 +1,30 @@
 """``musicidx eval``: how well an index built the default way names composers of unseen works
-(closed set) and flags composers it has never seen (open set).
+(closed set) and flags composers it has never seen (open set), measured where the instrumentation
+of the training works cannot carry it.
 
 * Closed set: scikit-learn's ``StratifiedGroupKFold`` grouped by work, stratified by composer;
   each fold builds on the other folds with :func:`~musicidx.indexer.build.fit_index` (the very
   build path, no second copy) and scores its held-out tracks.
 * Open set: leave one composer out; build on the held-in folds of the others, score their
   held-out works (known) and every track of the left-out composer (unknown).
+* Re-orchestration: every held-out track is also rendered in other orchestrations
+  (:data:`~musicidx.encoder.render.ORCHESTRATIONS`: all piano, strings by register, winds by
+  register, a seeded random GM mapping) and asked again of the same fold's index: accuracy per
+  orchestration, the agreement across them, how far novelty moves; open-set AUROC per orchestration.
+* Seeds: the folds stay fixed (``seed``); the whole evaluation runs once per training seed and
+  every headline number is reported as mean and standard deviation over them.
+* Cross-corpus (:func:`evaluate_index`): an existing index asked about another labelled folder;
+  composers it lacks count as new.
 
-Features are extracted once (through the cache) and shared by every fold.
+Features are extracted once (through the cache) and shared by every fold and seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +33,7 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.render import ORCHESTRATIONS
 from musicidx.indexer.build import Corpus, Progress, TrackScores, fit_index, prepare_corpus, score_tracks, stack_clips
 
 
@@ -69,9 +80,25 @@ def open_set_metrics(
     return {"auroc": auroc, "fpr_at_95tpr": fpr95, "oscr": oscr}
 
 
+#: The orchestration of a file as it is written (its own GM programs).
+ORIGINAL = "original"
+
+
+def summarise(values: list[float]) -> dict[str, Any]:
+    """Mean and (population) standard deviation over seeds, with the values themselves."""
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std()), "values": [float(v) for v in a]}
+
+
 @dataclass
 class EvalReport:
-    """Everything ``musicidx eval`` measured; ``to_dict`` is ``report.json``."""
+    """Everything ``musicidx eval`` measured; ``to_dict`` is ``report.json``.
+
+    ``closed`` and ``open`` hold the details of the first training seed (confusion matrix,
+    per-composer numbers, each orchestration); ``per_seed`` holds every seed's headline numbers
+    under flat names (``closed.<orchestration>.balanced_accuracy``, ``closed.agreement``,
+    ``open.<orchestration>.auroc``...), and ``summary`` their mean and std over the seeds.
+    """
 
     composers: list[str]
     folds: int
@@ -79,95 +106,69 @@ class EvalReport:
     open: dict[str, Any]
     config: dict[str, Any]
     seconds: float
+    seeds: list[int] = field(default_factory=list)
+    orchestrations: list[str] = field(default_factory=list)
+    per_seed: list[dict[str, float]] = field(default_factory=list)
+    summary: dict[str, dict[str, Any]] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     # For the plots, not for report.json:
     embeddings: np.ndarray | None = None  # (n_tracks, dim) mean clip embedding, fold 0's encoder
     embedding_labels: list[str] = field(default_factory=list)
     embedding_held_out: np.ndarray | None = None  # True for fold 0's held-out tracks
+    # fold 0's held-out tracks in each orchestration, embedded by the same encoder: name -> (n, dim)
+    embeddings_orchestrated: dict[str, np.ndarray] = field(default_factory=dict)
     # per left-out composer: (name, novelty of known held-out tracks, of the left-out's tracks)
     novelty_loco: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("embeddings", "embedding_labels", "embedding_held_out", "novelty_loco"):
+        for key in ("embeddings", "embedding_labels", "embedding_held_out", "embeddings_orchestrated", "novelty_loco"):
             d.pop(key)
         return d
 
 
-def _fit_and_score(
-    corpus: Corpus,
-    train_idx: np.ndarray,
-    test_idx: np.ndarray,
-    label: np.ndarray,
-    *,
-    n_labels: int,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    k: int,
-) -> tuple[TrackScores, float, Any]:
+def _fit(
+    corpus: Corpus, train_idx: np.ndarray, *, model_config: ModelConfig, train_config: TrainConfig, k: int
+) -> tuple[Any, float]:
+    """Build on ``train_idx`` exactly as ``musicidx build`` does; the encoder and its threshold."""
     from musicidx.encoder.model import Encoder
 
     contents, fit = fit_index(corpus.subset(train_idx), model_config=model_config, train_config=train_config, k=k)
     model = Encoder(model_config, corpus.feature_config)
     model.load_state_dict(contents.encoder_state)
     model.eval()
-    ref, query = stack_clips(corpus, train_idx), stack_clips(corpus, test_idx)
-    scores = score_tracks(model, ref, label[ref.track], query, label, n_labels=n_labels, k=k, alternatives=True)
-    return scores, fit.threshold, model
+    return model, fit.threshold
 
 
-def evaluate(
-    midi_dir: str | Path,
+def _score_views(
+    model: Any,
+    corpus: Corpus,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    label: np.ndarray,
     *,
-    folds: int = 5,
-    seed: int = 0,
-    features: FeatureConfig | None = None,
-    model_config: ModelConfig | None = None,
-    train_config: TrainConfig | None = None,
-    k: int = 10,
-    open_set: bool = True,
-    cache_dir: str | Path | None | bool = True,
-    workers: int | None = None,
-    soundfont: str | Path | None = None,
-    progress: Progress | None = None,
-) -> EvalReport:
-    """Closed-set grouped cross-validation and leave-one-composer-out open-set evaluation."""
+    n_labels: int,
+    k: int,
+    orchestrations: Sequence[str],
+) -> dict[str, TrackScores]:
+    """Score the test tracks against an index of the training tracks (in their own
+    orchestration), once as written and once in each named orchestration."""
+    ref = stack_clips(corpus, train_idx)
+    out = {}
+    for name in (ORIGINAL, *orchestrations):
+        query = stack_clips(corpus, test_idx, orchestration=None if name == ORIGINAL else name)
+        out[name] = score_tracks(
+            model, ref, label[ref.track], query, label, n_labels=n_labels, k=k, alternatives=name == ORIGINAL
+        )
+    return out
+
+
+def _closed_metrics(truth: np.ndarray, pred: np.ndarray, composers: list[str]) -> dict[str, Any]:
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 
-    from musicidx.encoder.model import embed
-
-    began = time.monotonic()
-    mc, tc = model_config or ModelConfig(), train_config or TrainConfig(seed=seed)
-    corpus = prepare_corpus(
-        midi_dir, features=features, soundfont=soundfont, cache_dir=cache_dir, workers=workers, progress=progress
-    )
-    composers = sorted({t.composer for t in corpus.tracks})
-    label = np.array([composers.index(t.composer) for t in corpus.tracks])
-    works = [t.group for t in corpus.tracks]
-    n = len(composers)
-    step: Callable[[int, int], None] = (lambda d, t: progress("eval", d, t)) if progress else (lambda d, t: None)
-    total_fits = folds + (n if open_set else 0)
-
-    # ---- closed set
-    truth, pred, per_fold = np.empty(0, np.int64), np.empty(0, np.int64), []
-    dim = mc.embedding_dim
-    track_emb = np.zeros((len(corpus.tracks), dim), np.float32)
-    map_held_out = np.zeros(len(corpus.tracks), bool)
-    for f, (tr, te) in enumerate(grouped_folds([t.composer for t in corpus.tracks], works, n_folds=folds, seed=seed)):
-        scores, _, model = _fit_and_score(corpus, tr, te, label, n_labels=n, model_config=mc, train_config=tc, k=k)
-        truth, pred = np.r_[truth, scores.truth], np.r_[pred, scores.pred]
-        acc, bacc = scores.accuracy()
-        per_fold.append({"fold": f, "tracks": len(te), "accuracy": acc, "balanced_accuracy": bacc})
-        if f == 0:  # one model's space for the map: every track embedded by fold 0's encoder
-            every = stack_clips(corpus, np.arange(len(corpus.tracks)))
-            e = embed(model, every.feats)
-            for t in range(len(corpus.tracks)):
-                track_emb[t] = e[every.track == t].mean(axis=0)
-            map_held_out = np.isin(np.arange(len(corpus.tracks)), te)
-        step(f + 1, total_fits)
-    labels = list(range(n))
-    closed = {
+    labels = list(range(len(composers)))
+    return {
         "tracks": int(len(truth)),
         "accuracy": float((truth == pred).mean()),
         "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
@@ -177,10 +178,87 @@ def evaluate(
         ),
         "confusion_matrix": confusion_matrix(truth, pred, labels=labels).tolist(),
         "confusion_labels": composers,
-        "per_fold": per_fold,
     }
 
-    # ---- open set: leave one composer out
+
+def _one_seed(
+    corpus: Corpus,
+    *,
+    composers: list[str],
+    label: np.ndarray,
+    fold_splits: list[tuple[np.ndarray, np.ndarray]],
+    mc: ModelConfig,
+    tc: TrainConfig,
+    k: int,
+    folds: int,
+    fold_seed: int,
+    open_set: bool,
+    orchestrations: Sequence[str],
+    step: Callable[[], None],
+    keep_plots: bool,
+) -> dict[str, Any]:
+    """Closed and open set for one training seed; returns details, flat headline numbers and
+    (with ``keep_plots``) what the plots need."""
+    from musicidx.encoder.model import embed
+
+    n, views = len(composers), (ORIGINAL, *orchestrations)
+    works = [t.group for t in corpus.tracks]
+    # ---- closed set: every track is held out once; it is also asked in every orchestration
+    truth = np.empty(0, np.int64)
+    pred = {v: np.empty(0, np.int64) for v in views}
+    novelty = {v: np.empty(0) for v in views}
+    thr_of_track = np.empty(0)
+    per_fold: list[dict[str, Any]] = []
+    plots: dict[str, Any] = {}
+    for f, (tr, te) in enumerate(fold_splits):
+        model, thr = _fit(corpus, tr, model_config=mc, train_config=tc, k=k)
+        scores = _score_views(model, corpus, tr, te, label, n_labels=n, k=k, orchestrations=orchestrations)
+        truth = np.r_[truth, scores[ORIGINAL].truth]
+        thr_of_track = np.r_[thr_of_track, np.full(len(te), thr)]
+        for v in views:
+            pred[v], novelty[v] = np.r_[pred[v], scores[v].pred], np.r_[novelty[v], scores[v].novelty]
+        acc, bacc = scores[ORIGINAL].accuracy()
+        per_fold.append({"fold": f, "tracks": len(te), "accuracy": acc, "balanced_accuracy": bacc})
+        if f == 0 and keep_plots:  # one model's space for the map: every track embedded by fold 0's encoder
+            every = stack_clips(corpus, np.arange(len(corpus.tracks)))
+            e = embed(model, every.feats)
+            plots["embeddings"] = np.stack([e[every.track == t].mean(axis=0) for t in range(len(corpus.tracks))])
+            plots["held_out"] = np.isin(np.arange(len(corpus.tracks)), te)
+            orch = {}
+            for v in orchestrations:
+                q = stack_clips(corpus, te, orchestration=v)
+                eq = embed(model, q.feats)
+                orch[v] = np.stack([eq[q.track == t].mean(axis=0) for t in te])
+            plots["orchestrated"] = orch
+            plots["held_out_idx"] = te
+        step()
+    closed = {**_closed_metrics(truth, pred[ORIGINAL], composers), "per_fold": per_fold}
+    orch_metrics: dict[str, Any] = {}
+    for v in orchestrations:
+        m = _closed_metrics(truth, pred[v], composers)
+        flips = (novelty[v] > thr_of_track) != (novelty[ORIGINAL] > thr_of_track)
+        orch_metrics[v] = {
+            "accuracy": m["accuracy"],
+            "balanced_accuracy": m["balanced_accuracy"],
+            "macro_f1": m["macro_f1"],
+            "recall": m["recall"],
+            "agrees_with_original": float((pred[v] == pred[ORIGINAL]).mean()),
+            # how far a track's novelty moves, in units of its fold's calibrated threshold
+            "novelty_shift_median": float(np.median(np.abs(novelty[v] - novelty[ORIGINAL]) / thr_of_track)),
+            "verdict_flips": float(flips.mean()),
+        }
+    agreement = float(np.all([pred[v] == pred[ORIGINAL] for v in views], axis=0).mean())
+    closed.update(orchestrations=orch_metrics, agreement=agreement)
+    flat = {
+        f"closed.{ORIGINAL}.accuracy": closed["accuracy"],
+        f"closed.{ORIGINAL}.balanced_accuracy": closed["balanced_accuracy"],
+    }
+    for v, m in orch_metrics.items():
+        flat[f"closed.{v}.accuracy"], flat[f"closed.{v}.balanced_accuracy"] = m["accuracy"], m["balanced_accuracy"]
+        flat[f"closed.{v}.novelty_shift_median"] = m["novelty_shift_median"]
+    flat["closed.agreement"] = agreement
+
+    # ---- open set: leave one composer out; known and unknown tracks also in every orchestration
     per_composer: dict[str, Any] = {}
     novelty_loco, thresholds = [], []
     if open_set:
@@ -188,62 +266,159 @@ def evaluate(
             known = np.flatnonzero(label != c)
             unknown = np.flatnonzero(label == c)
             kf = grouped_folds(
-                [corpus.tracks[i].composer for i in known], [works[i] for i in known], n_folds=folds, seed=seed
+                [corpus.tracks[i].composer for i in known], [works[i] for i in known], n_folds=folds, seed=fold_seed
             )
             tr, te = known[kf[0][0]], known[kf[0][1]]
-            test = np.r_[te, unknown]
-            scores, thr, _ = _fit_and_score(corpus, tr, test, label, n_labels=n, model_config=mc, train_config=tc, k=k)
-            is_unknown = scores.truth == c
-            correct = (scores.pred == scores.truth)[~is_unknown]
-            m = open_set_metrics(scores.novelty[~is_unknown], scores.novelty[is_unknown], correct)
-            candidates = {"low_confidence": 1 - scores.confidence, **scores.alternatives}
+            model, thr = _fit(corpus, tr, model_config=mc, train_config=tc, k=k)
+            scores = _score_views(
+                model, corpus, tr, np.r_[te, unknown], label, n_labels=n, k=k, orchestrations=orchestrations
+            )
+            s0 = scores[ORIGINAL]
+            is_unknown = s0.truth == c
+            correct = (s0.pred == s0.truth)[~is_unknown]
+            m = open_set_metrics(s0.novelty[~is_unknown], s0.novelty[is_unknown], correct)
+            candidates = {"low_confidence": 1 - s0.confidence, **s0.alternatives}
             for name, values in candidates.items():  # candidate novelty statistics, AUROC only
                 m[f"auroc_{name}"] = open_set_metrics(values[~is_unknown], values[is_unknown], correct)["auroc"]
             m.update(
                 threshold=thr,
                 known_tracks=int((~is_unknown).sum()),
                 unknown_tracks=int(is_unknown.sum()),
-                unknown_flagged=float((scores.novelty[is_unknown] > thr).mean()),
-                known_flagged=float((scores.novelty[~is_unknown] > thr).mean()),
+                unknown_flagged=float((s0.novelty[is_unknown] > thr).mean()),
+                known_flagged=float((s0.novelty[~is_unknown] > thr).mean()),
             )
+            for v in orchestrations:
+                sv = scores[v]
+                ok = (sv.pred == sv.truth)[~is_unknown]
+                mv = open_set_metrics(sv.novelty[~is_unknown], sv.novelty[is_unknown], ok)
+                m[f"auroc_{v}"], m[f"fpr_at_95tpr_{v}"] = mv["auroc"], mv["fpr_at_95tpr"]
             per_composer[composers[c]] = m
-            novelty_loco.append((composers[c], scores.novelty[~is_unknown], scores.novelty[is_unknown]))
+            novelty_loco.append((composers[c], s0.novelty[~is_unknown], s0.novelty[is_unknown]))
             thresholds.append(thr)
-            step(folds + c + 1, total_fits)
-    keys = ["auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged"]
-    keys += sorted({key for v in per_composer.values() for key in v if key.startswith("auroc_")})
-    open_ = (
-        {
-            "per_composer": per_composer,
-            "mean": {key: float(np.mean([v[key] for v in per_composer.values()])) for key in keys},
-        }
-        if per_composer
-        else {}
-    )
+            step()
+    open_: dict[str, Any] = {}
+    if per_composer:
+        keys = ["auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged"]
+        keys += sorted({key for v in per_composer.values() for key in v if key.startswith(("auroc_", "fpr_at"))})
+        keys = list(dict.fromkeys(keys))
+        mean = {key: float(np.mean([v[key] for v in per_composer.values()])) for key in keys}
+        open_ = {"per_composer": per_composer, "mean": mean}
+        for metric in ("auroc", "fpr_at_95tpr", "oscr"):
+            flat[f"open.{ORIGINAL}.{metric}"] = mean[metric]
+        for v in orchestrations:
+            flat[f"open.{v}.auroc"], flat[f"open.{v}.fpr_at_95tpr"] = mean[f"auroc_{v}"], mean[f"fpr_at_95tpr_{v}"]
+    return {
+        "closed": closed,
+        "open": open_,
+        "flat": flat,
+        "plots": plots,
+        "novelty_loco": novelty_loco,
+        "thresholds": thresholds,
+    }
 
+
+def evaluate(
+    midi_dir: str | Path,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    features: FeatureConfig | None = None,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    k: int = 10,
+    open_set: bool = True,
+    orchestrations: Sequence[str] = ORCHESTRATIONS,
+    cache_dir: str | Path | None | bool = True,
+    workers: int | None = None,
+    soundfont: str | Path | None = None,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """Closed-set grouped cross-validation and leave-one-composer-out open-set evaluation, with
+    every held-out track also asked in each of ``orchestrations``, over several training seeds.
+
+    ``seed`` fixes the folds (the same folds for every recipe); ``seeds`` are the training seeds
+    (default: ``train_config.seed``, else ``seed``), each a full run whose headline numbers are
+    summarised as mean and standard deviation.
+    """
+    began = time.monotonic()
+    mc = model_config or ModelConfig()
+    base_tc = train_config or TrainConfig(seed=seed)
+    train_seeds = list(seeds) if seeds is not None else [base_tc.seed]
+    if not train_seeds:
+        raise MusicIdxError("give at least one training seed")
+    corpus = prepare_corpus(
+        midi_dir,
+        features=features,
+        soundfont=soundfont,
+        cache_dir=cache_dir,
+        workers=workers,
+        orchestrations=orchestrations,
+        progress=progress,
+    )
+    composers = sorted({t.composer for t in corpus.tracks})
+    label = np.array([composers.index(t.composer) for t in corpus.tracks])
+    works = [t.group for t in corpus.tracks]
+    n = len(composers)
+    splits = grouped_folds([t.composer for t in corpus.tracks], works, n_folds=folds, seed=seed)
+    total = len(train_seeds) * (folds + (n if open_set else 0))
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress("eval", done[0], total)
+
+    runs = [
+        _one_seed(
+            corpus,
+            composers=composers,
+            label=label,
+            fold_splits=splits,
+            mc=mc,
+            tc=dataclasses.replace(base_tc, seed=s),
+            k=k,
+            folds=folds,
+            fold_seed=seed,
+            open_set=open_set,
+            orchestrations=orchestrations,
+            step=step,
+            keep_plots=i == 0,
+        )
+        for i, s in enumerate(train_seeds)
+    ]
+    per_seed = [{"seed": float(s), **r["flat"]} for s, r in zip(train_seeds, runs)]
+    summary = {key: summarise([r["flat"][key] for r in runs]) for key in runs[0]["flat"]}
+    first = runs[0]
+    plots = first["plots"]
     return EvalReport(
         composers=composers,
         folds=folds,
-        closed=closed,
-        open=open_,
+        closed=first["closed"],
+        open=first["open"],
         config={
             "features": corpus.feature_config.to_dict(),
             "model": mc.to_dict(),
-            "training": tc.to_dict(),
+            "training": base_tc.to_dict(),
             "k": k,
-            "seed": seed,
+            "fold_seed": seed,
         },
         seconds=time.monotonic() - began,
-        embeddings=track_emb,
+        seeds=train_seeds,
+        orchestrations=list(orchestrations),
+        per_seed=per_seed,
+        summary=summary,
+        embeddings=plots["embeddings"],
         embedding_labels=[t.composer for t in corpus.tracks],
-        embedding_held_out=map_held_out,
-        novelty_loco=novelty_loco,
-        thresholds=thresholds,
+        embedding_held_out=plots["held_out"],
+        embeddings_orchestrated=plots["orchestrated"],
+        novelty_loco=first["novelty_loco"],
+        thresholds=first["thresholds"],
     )
 
 
 def write_report(report: EvalReport, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write ``report.json`` and (with matplotlib) the three PNGs; returns the paths written."""
+    """Write ``report.json`` and (with matplotlib) the PNGs; returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -257,6 +432,8 @@ def write_report(report: EvalReport, out_dir: str | Path, *, plots: bool = True)
         written = [_plot_confusion(report, out), _plot_embeddings(report, out)]
         if report.novelty_loco:
             written.append(_plot_novelty(report, out))
+        if report.orchestrations:
+            written.append(_plot_orchestrations(report, out))
     report.plots = [p.name for p in written]
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return [out / "report.json", *written]
@@ -291,20 +468,69 @@ def _plot_embeddings(r: EvalReport, out: Path) -> Path:
     from sklearn.decomposition import PCA
 
     assert r.embeddings is not None
-    xy = PCA(n_components=2, random_state=0).fit_transform(r.embeddings)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    pca = PCA(n_components=2, random_state=0).fit(r.embeddings)
+    xy = pca.transform(r.embeddings)
+    orch = {v: pca.transform(e) for v, e in r.embeddings_orchestrated.items() if len(e)}
+    fig, axes = plt.subplots(1, 2 if orch else 1, figsize=(12 if orch else 6, 5), squeeze=False)
     labels = np.asarray(r.embedding_labels)
     held = np.zeros(len(labels), bool) if r.embedding_held_out is None else r.embedding_held_out
+    ax = axes[0, 0]
     for i, c in enumerate(r.composers):
         color = f"C{i}"
         m = labels == c
         ax.scatter(xy[m & ~held, 0], xy[m & ~held, 1], s=12, color=color, alpha=0.35, label=f"{c} ({m.sum()})")
         ax.scatter(xy[m & held, 0], xy[m & held, 1], s=28, color=color, edgecolors="k", linewidths=0.6)
     ax.legend(title="faint: training works, outlined: held-out works", fontsize=8, title_fontsize=8)
-    ax.set_title("Track embeddings (fold 0 encoder, mean of clips), PCA")
+    ax.set_title("Track embeddings as written (fold 0 encoder, mean of clips), PCA", fontsize=10)
+    if orch:
+        ax = axes[0, 1]
+        markers = dict(zip(orch, "s^Dv*P"))
+        held_labels = labels[held]
+        ax.scatter(xy[~held, 0], xy[~held, 1], s=8, color="0.85", label="training works as written")
+        for i, c in enumerate(r.composers):
+            m = held_labels == c
+            ax.scatter(xy[held][m, 0], xy[held][m, 1], s=26, color=f"C{i}", marker="o", edgecolors="k", linewidths=0.5)
+            for v, pts in orch.items():
+                ax.scatter(pts[m, 0], pts[m, 1], s=22, color=f"C{i}", marker=markers[v], alpha=0.7)
+        for v, mk in markers.items():
+            ax.scatter([], [], marker=mk, color="0.4", label=v)
+        ax.scatter([], [], marker="o", color="0.4", edgecolors="k", label="as written")
+        ax.legend(title="held-out works, colour = composer", fontsize=8, title_fontsize=8)
+        ax.set_title("The same held-out works re-orchestrated: same colour should stay together", fontsize=10)
     fig.tight_layout()
     p = out / "embeddings_pca.png"
-    fig.savefig(p, dpi=120)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def _plot_orchestrations(r: EvalReport, out: Path) -> Path:
+    """Balanced accuracy (closed set) and AUROC (open set) per orchestration, mean and std over
+    the training seeds."""
+    import matplotlib.pyplot as plt
+
+    views = [ORIGINAL, *r.orchestrations]
+    panels = [("closed", "balanced_accuracy", "grouped-CV balanced accuracy")]
+    if r.open:
+        panels.append(("open", "auroc", "leave-one-composer-out AUROC"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    for ax, (kind, metric, title) in zip(axes.flat, panels):
+        stats = [r.summary[f"{kind}.{v}.{metric}"] for v in views]
+        colors = [f"C{i}" for i in range(len(views))]
+        ax.bar(views, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], color=colors, capsize=4)
+        for i, s in enumerate(stats):
+            ax.text(i, s["mean"] + 0.02, f"{s['mean']:.2f}", ha="center", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+    agreement = r.summary.get("closed.agreement")
+    extra = f"; agreement across orchestrations {agreement['mean']:.2f}" if agreement else ""
+    fig.suptitle(
+        f"Held-out tracks asked in other orchestrations (mean ± std over {len(r.seeds)} seed(s)){extra}", fontsize=10
+    )
+    fig.tight_layout()
+    p = out / "orchestrations.png"
+    fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
 
@@ -334,3 +560,163 @@ def _plot_novelty(r: EvalReport, out: Path) -> Path:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
+
+
+# ------------------------------------------------------------------------------ cross-corpus
+
+
+@dataclass
+class CrossReport:
+    """An existing index asked about another labelled folder (``musicidx eval --index``).
+
+    Known tracks are those whose composer the index holds (accuracy, balanced accuracy, recall);
+    tracks of every other composer count as new (AUROC, FPR at 95 % TPR and OSCR of the
+    novelty, overall and per new composer; shares flagged at the index's threshold).
+    """
+
+    index: str
+    folder: str
+    known_composers: list[str]
+    new_composers: list[str]
+    tracks: int
+    known: dict[str, Any]
+    open: dict[str, Any]
+    skipped: list[tuple[str, str]]
+    seconds: float
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_index(
+    index_dir: str | Path,
+    midi_dir: str | Path,
+    *,
+    workers: int | None = None,
+    cache_dir: str | Path | None | bool = True,
+    soundfont: str | Path | None = None,
+    progress: Progress | None = None,
+) -> CrossReport:
+    """Score every track of ``midi_dir/<Composer>/*.mid`` with the index at ``index_dir``,
+    rendered with the index's own features and SoundFont, and measure it against the folder's
+    labels; composers the index lacks count as new."""
+    from .engine import Searcher
+
+    began = time.monotonic()
+    searcher = Searcher(index_dir, soundfont=soundfont)
+    corpus = prepare_corpus(
+        midi_dir,
+        features=searcher.features,
+        soundfont=searcher.soundfont,
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+    )
+    rows = []
+    for i, (t, f) in enumerate(zip(corpus.tracks, corpus.features), 1):
+        r = searcher.query_features(f.feats, f.starts, name=t.rel_path)
+        rows.append(
+            {
+                "path": t.rel_path,
+                "composer": t.composer,
+                "known": t.composer in searcher.composers,
+                "answer": r.composer,
+                "confidence": r.confidence,
+                "novelty": r.novelty,
+                "is_new": r.is_new,
+            }
+        )
+        if progress is not None:
+            progress("scoring", i, len(corpus.tracks))
+    truth = np.array([r["composer"] for r in rows])
+    answer = np.array([r["answer"] for r in rows])
+    nov = np.array([r["novelty"] for r in rows])
+    conf = np.array([r["confidence"] for r in rows])
+    known = np.array([r["known"] for r in rows], bool)
+    known_names = sorted(set(truth[known]))
+    new_names = sorted(set(truth[~known]))
+    known_m: dict[str, Any] = {"tracks": int(known.sum())}
+    if known.any():
+        hit = answer[known] == truth[known]
+        known_m.update(
+            accuracy=float(hit.mean()),
+            balanced_accuracy=float(np.mean([hit[truth[known] == c].mean() for c in known_names])),
+            recall={c: float(hit[truth[known] == c].mean()) for c in known_names},
+            answered={c: _counts(answer[known][truth[known] == c]) for c in known_names},
+            flagged_new=float((nov[known] > searcher.threshold).mean()),
+        )
+    open_m: dict[str, Any] = {}
+    if known.any() and (~known).any():
+        correct = answer[known] == truth[known]
+        open_m = {
+            **open_set_metrics(nov[known], nov[~known], correct),
+            "auroc_low_confidence": open_set_metrics(1 - conf[known], 1 - conf[~known], correct)["auroc"],
+            "new_tracks": int((~known).sum()),
+            "flagged_new": float((nov[~known] > searcher.threshold).mean()),
+            "threshold": searcher.threshold,
+            "per_new_composer": {
+                c: {
+                    "tracks": int((truth == c).sum()),
+                    **open_set_metrics(nov[known], nov[truth == c], correct),
+                    "flagged_new": float((nov[truth == c] > searcher.threshold).mean()),
+                }
+                for c in new_names
+            },
+        }
+    return CrossReport(
+        index=str(index_dir),
+        folder=str(midi_dir),
+        known_composers=known_names,
+        new_composers=new_names,
+        tracks=len(rows),
+        known=known_m,
+        open=open_m,
+        skipped=corpus.skipped,
+        seconds=time.monotonic() - began,
+        rows=rows,
+    )
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    names, counts = np.unique(values, return_counts=True)
+    return {str(a): int(n) for a, n in zip(names, counts)}
+
+
+def write_cross_report(report: CrossReport, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
+    """Write ``report.json`` and (with matplotlib) ``cross_novelty.png``: the novelty of the
+    known composers' tracks against each new composer's, with the index's threshold."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if plots and report.open:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as e:
+            raise PlotError("plots need matplotlib: pip install 'musicidx[plots]' (or pass --no-plots)") from e
+        rows = report.rows
+        known = [r["novelty"] for r in rows if r["known"]]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        groups = [("known: " + ", ".join(report.known_composers), known)]
+        groups += [(c, [r["novelty"] for r in rows if r["composer"] == c]) for c in report.new_composers]
+        jitter = np.random.default_rng(0)
+        for i, (_, g) in enumerate(groups, 1):  # one row of dots per group, its median marked
+            ax.scatter(g, i + jitter.uniform(-0.15, 0.15, len(g)), s=10, alpha=0.6, color="C0" if i == 1 else "C3")
+            ax.plot([np.median(g)] * 2, [i - 0.3, i + 0.3], color="k", linewidth=2)
+        ax.set_yticks(range(1, len(groups) + 1), [f"{n} ({len(g)})" for n, g in groups], fontsize=7)
+        ax.axvline(report.open["threshold"], color="k", linestyle="--", label="the index's threshold")
+        ax.set_xlabel("track novelty")
+        ax.set_title(f"Cross-corpus: AUROC known vs new {report.open['auroc']:.2f}", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out / "cross_novelty.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        written.append(p)
+    report.plots = [p.name for p in written]
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    return [out / "report.json", *written]

@@ -132,3 +132,20 @@ def test_reorchestrated_views_line_up_with_the_original(
     assert again.cached
     np.testing.assert_array_equal(again.views[1], tf.views[1])
     assert TrainConfig().program_variants == 0  # off by default
+
+
+def test_named_orchestrations_line_up_with_the_original_and_are_cached(
+    good_midi: Path, tmp_path: Path, features: FeatureConfig, soundfont: SoundFont
+) -> None:
+    cache = FeatureCache(tmp_path / "cache")
+    tf = extract_file(good_midi, cfg=features, soundfont=soundfont, cache=cache, orchestrations=("strings", "winds"))
+    assert list(tf.orchestrated) == ["strings", "winds"]
+    assert all(v.shape == tf.feats.shape for v in tf.orchestrated.values())
+    assert not np.array_equal(tf.orchestrated["strings"], tf.feats)
+    assert not np.array_equal(tf.orchestrated["strings"], tf.orchestrated["winds"])
+    again = extract_file(good_midi, cfg=features, soundfont=soundfont, cache=cache, orchestrations=("strings", "winds"))
+    assert again.cached and again.rendered_seconds == 0.0
+    np.testing.assert_array_equal(again.orchestrated["winds"], tf.orchestrated["winds"])
+    plain = extract_file(good_midi, cfg=features, soundfont=soundfont, cache=cache)
+    assert plain.cached and plain.orchestrated == {}
+    assert FeatureCache.key("a" * 64, features, soundfont, "piano") != FeatureCache.key("a" * 64, features, soundfont)

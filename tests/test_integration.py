@@ -416,23 +416,93 @@ def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path:
     from musicidx.query.evaluate import evaluate, write_report
 
     rep = evaluate(
-        corpus_dir, folds=2, features=FEATURES, model_config=MODEL, train_config=TRAIN, cache_dir=tmp_path, workers=1
+        corpus_dir,
+        folds=2,
+        seeds=[0, 1],
+        features=FEATURES,
+        model_config=MODEL,
+        train_config=TRAIN,
+        orchestrations=("piano", "strings"),
+        cache_dir=tmp_path,
+        workers=1,
     )
-    assert rep.composers == COMPOSERS and rep.folds == 2
+    assert rep.composers == COMPOSERS and rep.folds == 2 and rep.seeds == [0, 1]
     assert rep.closed["tracks"] == 12 and 0.0 <= rep.closed["balanced_accuracy"] <= 1.0
     assert np.array(rep.closed["confusion_matrix"]).sum() == 12
     assert set(rep.open["per_composer"]) == set(COMPOSERS)
     assert all(0.0 <= m["auroc"] <= 1.0 for m in rep.open["per_composer"].values())
     mean = rep.open["mean"]
-    for name in ("low_confidence", "relative", "mean_k", "nearest"):  # candidate novelty statistics
+    for name in ("low_confidence", "relative", "mean_k", "nearest", "piano", "strings"):  # candidates, orchestrations
         assert 0.0 <= mean[f"auroc_{name}"] <= 1.0
     assert [c for c, _, _ in rep.novelty_loco] == COMPOSERS and len(rep.thresholds) == len(COMPOSERS)
+    # every held-out track asked again in each orchestration; agreement is over all of them
+    assert set(rep.closed["orchestrations"]) == {"piano", "strings"}
+    for m in rep.closed["orchestrations"].values():
+        assert 0.0 <= m["balanced_accuracy"] <= 1.0 and m["novelty_shift_median"] >= 0.0
+        assert rep.closed["agreement"] <= m["agrees_with_original"]
+    # every headline number per seed, and its mean and std over the seeds
+    assert len(rep.per_seed) == 2 and [s["seed"] for s in rep.per_seed] == [0, 1]
+    for key in (
+        "closed.original.balanced_accuracy",
+        "closed.piano.balanced_accuracy",
+        "closed.agreement",
+        "open.original.auroc",
+        "open.strings.auroc",
+    ):
+        values = [s[key] for s in rep.per_seed]
+        assert rep.summary[key]["values"] == values
+        assert rep.summary[key]["mean"] == pytest.approx(np.mean(values))
+        assert rep.summary[key]["std"] == pytest.approx(np.std(values))
+    assert {v: e.shape for v, e in rep.embeddings_orchestrated.items()} == {
+        v: (int(rep.embedding_held_out.sum()), MODEL.embedding_dim) for v in ("piano", "strings")
+    }
     written = write_report(rep, tmp_path / "report", plots=False)
     assert json.loads((tmp_path / "report" / "report.json").read_text())["closed"]["tracks"] == 12
     assert [p.name for p in written] == ["report.json"]
     pytest.importorskip("matplotlib", reason="the plots need the 'plots' extra")
     written = write_report(rep, tmp_path / "plotted")
-    names = ["report.json", "confusion_matrix.png", "embeddings_pca.png", "novelty_hist.png"]
+    names = ["report.json", "confusion_matrix.png", "embeddings_pca.png", "novelty_hist.png", "orchestrations.png"]
     assert [p.name for p in written] == names
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written[1:])
     assert json.loads(written[0].read_text())["plots"] == names[1:]
+
+
+def test_eval_of_an_index_on_another_labelled_folder(
+    built_index: Path, corpus_dir: Path, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Cross-corpus: the index's composers are known, any other counts as new."""
+    folder = tmp_path / "other"
+    shutil.copytree(corpus_dir / "Alpha", folder / "Alpha")
+    (folder / "Delta").mkdir()
+    for i in range(3):
+        midi_factory.write_notes(
+            folder / "Delta" / f"Flute {i}_K{i}_{i}_f.mid",
+            [(72 + int(rng.integers(0, 12)), 0.3 * j, 0.3 * j + 0.25) for j in range(16)],
+            program=73,
+        )
+    (folder / "Delta" / "empty.mid").write_bytes(b"")
+    r = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            str(folder),
+            "--index",
+            str(built_index),
+            "--workers",
+            "1",
+            "--json",
+            "--report",
+            str(tmp_path / "rep"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert (rep["known_composers"], rep["new_composers"], rep["tracks"]) == (["Alpha"], ["Delta"], 7)
+    assert rep["skipped"] == [["Delta/empty.mid", "file is empty (0 bytes)"]]
+    assert rep["known"]["tracks"] == 4 and rep["known"]["accuracy"] == 1.0  # the index's own training files
+    assert rep["open"]["new_tracks"] == 3 and set(rep["open"]["per_new_composer"]) == {"Delta"}
+    assert 0.0 <= rep["open"]["auroc"] <= 1.0
+    assert sum(row["known"] for row in rep["rows"]) == 4
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["tracks"] == 7
+    text = CliRunner().invoke(cli, ["eval", str(folder), "--index", str(built_index), "--workers", "1"])
+    assert text.exit_code == 0 and "known        4 tracks of Alpha: accuracy 1.000" in text.stdout
