@@ -1,0 +1,320 @@
+"""Export a composer-labelled folder ``OUT/<Composer>/*.mid`` from the music21 corpus, for a
+cross-corpus evaluation of an index built on ``../shared/data/musicians`` (Bach, Beethoven,
+Brahms, Schubert).
+
+    python benchmarks/export_music21.py [--out DIR] [--per-composer 25] [--chorales 60]
+                                        [--timeout 60] [--workers 1] [--train-dir MIDI_DIR]
+
+What goes in (each piece in its own instrumentation, as music21 writes it; ``program=None``):
+
+* known composers, works the training folder lacks: Bach chorales (``bach/bwv*``; ``--chorales``
+  of them, evenly spaced over the sorted list), Beethoven string quartets (every piece music21
+  holds under ``beethoven/``) and Schubert's one song;
+* new composers, absent from the training folder: every composer music21 holds under its own
+  name (Mozart, Haydn, Palestrina, Monteverdi, Josquin, Schoenberg, Corelli, Handel, Ciconia,
+  ...), at most ``--per-composer`` pieces each, evenly spaced over the sorted list.
+
+A piece whose work (catalogue id, ``opus18no5`` = ``OP18NO5``) is also in ``--train-dir`` is
+left out: music21's Beethoven holds Op. 18 Nos 1 and 5, Op. 59 Nos 1 and 2 and Op. 132, which
+the training folder has too, and the same movement in another encoding would be a near-duplicate
+of a training track.  Only one file per piece is taken when music21 has it in several formats
+(``.mxl`` before ``.krn``); roman-numeral analyses (``.rntxt``) and multi-score collections
+(folk-song books, refused by the exporter) are not pieces.
+
+Each piece is written by the project's exporter, :func:`musicidx.query.demo.export_piece` (which
+silences music21 and refuses an export that :func:`~musicidx.encoder.render.load_midi` would
+reject), in a worker process with a per-piece wall-time limit (``--timeout``; a full quartet
+takes 16-41 s); failures and time-outs are skipped and listed.  File names follow the demo's
+rule (``opus59no3_OPUS59NO3_2_movement2.mid``), so :func:`musicidx.indexer.corpus.work_of` keeps
+the movements of one work together; a single-file piece is a work of its own.
+
+``OUT/exports.json`` records every export (source -> file, with the content hash and the
+exporter's key); a second run reuses matching files and retries only what is missing or failed.
+The summary printed at the end gives the pieces per composer, known or new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import re
+import tempfile
+import time
+from multiprocessing.connection import Connection, wait
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+TRAIN = HERE.parent.parent / "shared" / "data" / "musicians"
+
+#: Folder name -> music21 composer directory; the known composers of the training folder first.
+KNOWN = {"Bach": "bach", "Beethoven": "beethoven", "Schubert": "schubert"}
+NEW = {
+    "Mozart": "mozart",
+    "Haydn": "haydn",
+    "Palestrina": "palestrina",
+    "Monteverdi": "monteverdi",
+    "Josquin": "josquin",
+    "Schoenberg": "schoenberg",
+    "Corelli": "corelli",
+    "Handel": "handel",
+    "Ciconia": "ciconia",
+    "Chopin": "chopin",
+    "CPE Bach": "cpebach",
+    "Weber": "weber",
+    "Verdi": "verdi",
+    "Joplin": "joplin",
+    "Luca": "luca",
+    "Lusitano": "lusitano",
+    "Beach": "beach",
+    "Johnson": "johnson_j_r",
+}
+#: Formats that hold a score, in order of preference when a piece exists in several.
+FORMATS = ("mxl", "musicxml", "xml", "krn", "abc", "mei")
+
+
+def corpus_sources(directory: str) -> list[str]:
+    """music21 corpus paths under ``directory``, one per piece (the preferred format), sorted."""
+    from musicidx.query.demo import _import_music21
+
+    music21 = _import_music21()
+    best: dict[str, str] = {}
+    for p in music21.corpus.getComposer(directory):
+        rel = Path(p).as_posix().split("/corpus/")[-1]
+        base, _, ext = rel.rpartition(".")
+        if ext not in FORMATS or "choraleAnalyses" in rel:
+            continue
+        if base not in best or FORMATS.index(ext) < FORMATS.index(best[base].rpartition(".")[2]):
+            best[base] = rel
+    return sorted(best.values())
+
+
+def spread(items: list[str], n: int) -> list[str]:
+    """``n`` items evenly spaced over ``items`` (all of them if there are no more than ``n``)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[(i * len(items)) // n] for i in range(n)]
+
+
+def catalogue(name: str) -> str:
+    """A comparable catalogue id: ``opus18no5`` and ``OP18NO5`` -> ``OP18NO5``; ``bwv1.6`` -> ``BWV1``."""
+    s = re.sub(r"[^A-Z0-9]", "", name.upper().split(".")[0])
+    return "OP" + s[4:] if s.startswith("OPUS") else s
+
+
+def training_catalogues(train_dir: Path) -> set[str]:
+    """Catalogue ids of the works in a labelled training folder (empty if it does not exist)."""
+    from musicidx.indexer.corpus import scan_corpus
+
+    if not train_dir.is_dir():
+        return set()
+    return {catalogue(t.work.rpartition("_")[2]) for t in scan_corpus(train_dir) if "_" in t.work}
+
+
+def plan(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The pieces to export (composer, known, source, work, rel) and the ones left out as
+    training works."""
+    from musicidx.query.demo import _piece_names
+
+    in_training = training_catalogues(args.train_dir)
+    pieces, overlap = [], []
+    for composer, directory in {**KNOWN, **NEW}.items():
+        sources = corpus_sources(directory)
+        if composer == "Bach":
+            sources = spread([s for s in sources if PurePosixPath(s).name.startswith("bwv")], args.chorales)
+        kept = []
+        for s in sources:
+            parts = PurePosixPath(s).parts
+            work = parts[1] if len(parts) > 2 else PurePosixPath(s).stem
+            if catalogue(work) in in_training:
+                overlap.append({"composer": composer, "source": s, "catalogue": catalogue(work)})
+            else:
+                kept.append(s)
+        if composer != "Bach":
+            kept = spread(kept, args.per_composer)
+        for s, (work, name) in zip(kept, _piece_names(composer, kept)):
+            known = "known" if composer in KNOWN else "new"
+            pieces.append(
+                {"composer": composer, "known": known, "source": s, "work": work, "rel": f"{composer}/{name}"}
+            )
+    return pieces, overlap
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _worker(conn: Connection) -> None:
+    """Export the pieces sent down ``conn`` one by one; answer each with an error or None."""
+    from musicidx.query.demo import _export_job
+
+    while (job := conn.recv()) is not None:
+        conn.send(_export_job(job))
+
+
+class Slot:
+    """One worker process; replaced when a piece runs over its time."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.job: dict[str, str] | None = None
+        self.deadline = 0.0
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.terminate()
+        else:
+            self.conn.send(None)
+        self.proc.join(10)
+        self.conn.close()
+
+
+def run_exports(
+    jobs: list[dict[str, str]], out: Path, workers: int, timeout: float
+) -> tuple[dict[str, str | None], dict[str, float]]:
+    """Export ``jobs`` with ``workers`` processes: per source, ``None`` (written) or the reason
+    it failed, and the seconds each took."""
+    ctx = mp.get_context("spawn")
+    todo = list(jobs)
+    slots = [Slot(ctx) for _ in range(max(1, min(workers, len(todo))))] if todo else []
+    result: dict[str, str | None] = {}
+    seconds: dict[str, float] = {}
+    started: dict[str, float] = {}
+    try:
+        while todo or any(s.job for s in slots):
+            for s in slots:
+                if s.job is None and todo:
+                    s.job = todo.pop(0)
+                    started[s.job["source"]] = time.monotonic()
+                    s.deadline = started[s.job["source"]] + timeout
+                    s.conn.send((s.job["source"], str(out / s.job["rel"]), None))
+            busy = [s for s in slots if s.job]
+            ready = wait([s.conn for s in busy], timeout=max(0.0, min(s.deadline for s in busy) - time.monotonic()))
+            for i, s in enumerate(slots):
+                if s.job is None:
+                    continue
+                src = s.job["source"]
+                if s.conn in ready:
+                    try:
+                        result[src] = s.conn.recv()
+                    except EOFError:
+                        result[src] = "the worker process died"
+                        s.stop(kill=True)
+                        slots[i] = Slot(ctx)
+                elif time.monotonic() >= s.deadline:
+                    result[src] = f"timed out after {timeout:.0f} s"
+                    s.stop(kill=True)
+                    slots[i] = Slot(ctx)
+                else:
+                    continue
+                seconds[src] = time.monotonic() - started[src]
+                slots[i].job = None
+                print(f"  {'ok ' if result[src] is None else 'SKIP'} {seconds[src]:5.1f} s  {src}", flush=True)
+    finally:
+        for s in slots:
+            s.stop(kill=s.job is not None)
+    return result, seconds
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("m21-export"))
+    ap.add_argument("--per-composer", type=int, default=25, help="at most this many pieces per composer but Bach")
+    ap.add_argument("--chorales", type=int, default=60, help="Bach chorales to take")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds one piece may take before it is skipped")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--train-dir", type=Path, default=TRAIN, help="works found here are left out (catalogue id match)")
+    args = ap.parse_args()
+
+    from musicidx.encoder.render import file_sha256
+    from musicidx.query.demo import export_key, music21_version
+
+    began = time.monotonic()
+    m21 = music21_version()
+    pieces, overlap = plan(args)
+    record_path = args.out / "exports.json"
+    try:
+        old = json.loads(record_path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        old = {}
+
+    def reusable(p: dict[str, str]) -> bool:
+        prev = old.get(p["source"], {})
+        f = args.out / p["rel"]
+        return (
+            prev.get("key") == export_key(p["source"], None, m21) and f.is_file() and file_sha256(f) == prev["sha256"]
+        )
+
+    todo = [p for p in pieces if not reusable(p)]
+    print(
+        f"{len(pieces)} pieces planned ({len(pieces) - len(todo)} already exported), "
+        f"{len(overlap)} left out as works of the training folder; exporting {len(todo)} "
+        f"with {args.workers} worker(s), {args.timeout:.0f} s each at most",
+        flush=True,
+    )
+    result, seconds = run_exports(todo, args.out, args.workers, args.timeout)
+
+    files, failed = {}, {}
+    for p in pieces:
+        error = result.get(p["source"])
+        if error is None:
+            f = args.out / p["rel"]
+            files[p["source"]] = {
+                "file": p["rel"],
+                "composer": p["composer"],
+                "known": p["known"] == "known",
+                "work": p["work"],
+                "key": export_key(p["source"], None, m21),
+                "sha256": file_sha256(f),
+                "seconds": round(seconds.get(p["source"], 0.0), 2),
+            }
+        else:
+            failed[p["source"]] = {"composer": p["composer"], "reason": error}
+    # Files of an earlier run that this plan no longer names are removed, so the folder is the record.
+    planned = {p["rel"] for p in pieces if p["source"] in files}
+    removed = [f for f in sorted(args.out.glob("*/*.mid")) if f.relative_to(args.out).as_posix() not in planned]
+    for f in removed:
+        f.unlink()
+    for d in sorted(args.out.iterdir()) if args.out.is_dir() else []:
+        if d.is_dir() and not any(d.iterdir()):  # a composer whose every piece failed
+            d.rmdir()
+    wall = time.monotonic() - began
+    record = {
+        "music21": m21,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "known_composers": sorted(KNOWN),
+        "files": dict(sorted(files.items())),
+        "failed": failed,
+        "left_out_training_works": overlap,
+        "seconds": round(wall, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=args.out, suffix=".tmp", delete=False) as fh:
+        json.dump(record, fh, indent=1)
+    Path(fh.name).replace(record_path)
+
+    print(f"\n{'composer':<12} {'':<6} {'exported':>8} {'skipped':>8}")
+    for composer in {**KNOWN, **NEW}:
+        n_ok = sum(v["composer"] == composer for v in files.values())
+        n_bad = sum(v["composer"] == composer for v in failed.values())
+        if n_ok or n_bad:
+            print(f"{composer:<12} {'known' if composer in KNOWN else 'new':<6} {n_ok:>8} {n_bad:>8}")
+    print(f"{'total':<19} {len(files):>8} {len(failed):>8}")
+    for src, v in failed.items():
+        print(f"skipped {src}: {v['reason']}")
+    for o in overlap:
+        print(f"left out {o['source']}: work {o['catalogue']} is in {args.train_dir}")
+    if removed:
+        print(f"removed {len(removed)} file(s) of an earlier run no longer planned")
+    print(f"{wall:.1f} s in all; record in {record_path}")
+
+
+if __name__ == "__main__":
+    main()
