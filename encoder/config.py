@@ -120,6 +120,9 @@ class ModelConfig:
     embedding_dim: int = 128
     time_pool: int = 2  # average-pool the CQT frames by this factor before the first conv
     dropout: float = 0.1
+    # Width of the note-statistics branch (key-normalised pitch-class, interval, register and
+    # activity statistics of the CQT, see model.note_statistics); 0 = the CNN alone.
+    stats_dim: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,6 +147,9 @@ class TrainConfig:
     max_transpose: int = 2  # semitones (CQT bins x bins_per_octave/12) of random roll
     val_fraction: float = 0.2  # share of works held out for validation and calibration
     program_variants: int = 0  # re-orchestrated renderings of each track (GM programs remapped)
+    # With program_variants > 0: each batch also holds every clip in a second rendering, and this
+    # weighs a loss that keeps the two renderings of one passage nearer than other passages.
+    view_positive: float = 0.0
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,13 @@
-"""The CNN encoder: log-CQT clip -> L2-normalised embedding."""
+"""The CNN encoder: log-CQT clip -> L2-normalised embedding.
+
+Two branches read the same log-CQT. A VGG-style CNN learns its own patterns; a fixed front end
+(:func:`note_statistics`) turns the CQT into the kind of statistics musicologists use for style —
+a key-normalised pitch-class profile, harmonic and melodic interval profiles, register and
+activity — which a small learned layer weighs. The statistics are computed from spectral peaks
+above the local spectral envelope, folded into pitch classes, so the overall timbre (the envelope)
+and the transposition (the key) leave them nearly unchanged; the CNN alone would happily learn the
+instrumentation instead (see BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,96 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import FeatureConfig, ModelConfig
+
+_LOG_FLOOR = 1e-4  # frontend.py: log-CQT = log(magnitude + 1e-4)
+
+#: Krumhansl-Kessler key profiles (major, minor), tonic first.
+_KK = (
+    (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88),
+    (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17),
+)
+#: Frame lags (about 0.09 s and 0.37 s at 11,025 Hz / hop 512) of the melodic interval profiles.
+_LAGS = (2, 8)
+#: How many numbers :func:`note_statistics` gives per clip.
+N_STATISTICS = 12 + 2 + 6 + 12 * len(_LAGS) + 3 + 3
+
+
+def note_statistics(x: torch.Tensor, *, bins_per_octave: int = 12) -> torch.Tensor:
+    """``(batch, n_bins, frames)`` log-CQT (bin 0 a C) -> ``(batch, N_STATISTICS)`` statistics of
+    the notes in it, nearly independent of timbre and key:
+
+    * peaks: the log-CQT minus its local spectral envelope (a moving average over an octave of
+      bins), positive part; folded into a 12-bin chroma per frame, normalised to sum 1;
+    * the pitch-class profile over the clip (frames weighted by their peak energy), rolled so the
+      best-correlating Krumhansl-Kessler key's tonic comes first, and that key's major and minor
+      correlations (12 + 2);
+    * the harmonic interval-class profile: how much simultaneous pitch classes lie 1..6 semitones
+      apart (6);
+    * melodic interval profiles: pitch classes that newly appear ``lag`` frames later, by their
+      interval above the earlier frame's pitch classes, for two lags (12 x 2);
+    * register: mean and spread of the energy-weighted pitch, and its change over time (3);
+    * activity: chroma entropy (how many pitch classes sound at once) mean and std, and onset
+      density (the share of peak energy that is new from frame to frame) (3).
+
+    At other resolutions than 12 bins per octave, each bin counts for the pitch class it starts in.
+    """
+    n, bins, frames = x.shape
+    env = (
+        F.avg_pool1d(x.transpose(1, 2).reshape(n * frames, 1, bins), 13, stride=1, padding=6, count_include_pad=False)
+        .reshape(n, frames, bins)
+        .transpose(1, 2)
+    )
+    peaks = F.relu(x - env)  # (n, bins, T)
+    pc_of_bin = (torch.arange(bins) * 12 // bins_per_octave) % 12
+    chroma = torch.zeros(n, 12, frames, dtype=x.dtype).index_add_(1, pc_of_bin, peaks)
+    energy = chroma.sum(dim=1)  # (n, T)
+    c = chroma / energy.clamp_min(1e-6)[:, None, :]
+    w = energy / energy.sum(dim=1, keepdim=True).clamp_min(1e-6)  # frame weights, sum 1
+
+    profile = (c * w[:, None, :]).sum(dim=2)  # (n, 12)
+    kk = torch.tensor(_KK, dtype=x.dtype)
+    keys = torch.stack([torch.roll(kk, t, dims=1) for t in range(12)], dim=1)  # (2, 12 tonics, 12)
+    pz = (profile - profile.mean(1, keepdim=True)) / profile.std(1, keepdim=True).clamp_min(1e-6)
+    kz = (keys - keys.mean(2, keepdim=True)) / keys.std(2, keepdim=True)
+    corr = torch.einsum("np,mtp->nmt", pz, kz) / 11.0  # (n, mode, tonic)
+    tonic = corr.amax(dim=1).argmax(dim=1)  # (n,)
+    idx = (torch.arange(12)[None, :] + tonic[:, None]) % 12
+    rolled = torch.gather(profile, 1, idx)
+    mode = torch.gather(corr, 2, tonic[:, None, None].expand(n, 2, 1)).squeeze(2)  # (n, 2)
+
+    rolled_c = [torch.roll(c, -d, dims=1) for d in range(12)]  # rolled_c[d][:, p] = c[:, p + d]
+    harmonic = torch.stack([((c * rolled_c[d]).sum(1) * w).sum(1) for d in range(1, 7)], dim=1)
+
+    melodic = []
+    for lag in _LAGS:
+        if frames > lag:
+            new = F.relu(c[:, :, lag:] - c[:, :, :-lag])  # pitch classes that appear
+            before, wl = c[:, :, :-lag], w[:, lag:]
+            prof = torch.stack([((before * torch.roll(new, -d, dims=1)).sum(1) * wl).sum(1) for d in range(12)], dim=1)
+            melodic.append(prof / prof.sum(1, keepdim=True).clamp_min(1e-6))
+        else:
+            melodic.append(torch.full((n, 12), 1.0 / 12, dtype=x.dtype))
+
+    pos = torch.arange(bins, dtype=x.dtype) / max(bins - 1, 1)
+    frame_mass = peaks / peaks.sum(1, keepdim=True).clamp_min(1e-6)
+    centre = (frame_mass * pos[None, :, None]).sum(1)  # (n, T)
+    spread = ((frame_mass * (pos[None, :, None] - centre[:, None, :]) ** 2).sum(1)).clamp_min(0).sqrt()
+    mean_centre = (centre * w).sum(1)
+    register = torch.stack(
+        [
+            mean_centre,
+            (spread * w).sum(1),
+            (((centre - mean_centre[:, None]) ** 2) * w).sum(1).sqrt(),
+        ],
+        dim=1,
+    )
+
+    entropy = -(c * (c + 1e-8).log()).sum(1)  # (n, T)
+    flux = F.relu(chroma[:, :, 1:] - chroma[:, :, :-1]).sum(1) if frames > 1 else energy[:, :0]
+    onset = flux.sum(1) / energy.sum(1).clamp_min(1e-6)
+    ent_mean = (entropy * w).sum(1)
+    activity = torch.stack([ent_mean, (((entropy - ent_mean[:, None]) ** 2) * w).sum(1).sqrt(), onset], dim=1)
+    return torch.cat([rolled, mode, harmonic, *melodic, register, activity], dim=1)
 
 
 class Encoder(nn.Module):
@@ -36,7 +135,14 @@ class Encoder(nn.Module):
             c_in = c
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(model.dropout)
-        self.head = nn.Linear(2 * c_in, model.embedding_dim, bias=False)
+        width = 2 * c_in
+        self.stats: nn.Module | None = None
+        if model.stats_dim > 0:
+            self.stats = nn.Sequential(
+                nn.BatchNorm1d(N_STATISTICS), nn.Linear(N_STATISTICS, model.stats_dim), nn.ReLU(inplace=True)
+            )
+            width += model.stats_dim
+        self.head = nn.Linear(width, model.embedding_dim, bias=False)
         # Batch norm on the embedding keeps every dimension's spread, which stops the collapse of
         # all clips onto one point that hard-negative triplet mining otherwise falls into early on.
         self.neck = nn.BatchNorm1d(model.embedding_dim)
@@ -45,6 +151,11 @@ class Encoder(nn.Module):
         """``x``: (batch, n_bins, frames) log-CQT -> (batch, embedding_dim), unit norm."""
         if x.dim() != 3:
             raise ValueError(f"expected (batch, bins, frames), got shape {tuple(x.shape)}")
+        stats = (
+            None
+            if self.stats is None
+            else self.stats(note_statistics(x, bins_per_octave=self.features.bins_per_octave))
+        )
         x = x.unsqueeze(1)
         if self.config.time_pool > 1:
             x = F.avg_pool2d(x, (1, self.config.time_pool), ceil_mode=True)
@@ -53,6 +164,8 @@ class Encoder(nn.Module):
         h = self.blocks((x - mu) / sd)
         h = h.mean(dim=2)  # over frequency: (batch, channels, time)
         h = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        if stats is not None:
+            h = torch.cat([h, stats], dim=1)
         return F.normalize(self.neck(self.head(self.dropout(h))), dim=1)
 
 

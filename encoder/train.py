@@ -123,6 +123,18 @@ def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, *, margin: float, mini
     return losses.mean(), float((losses > 1e-12).float().mean())
 
 
+def passage_loss(a: torch.Tensor, b: torch.Tensor, *, margin: float) -> torch.Tensor:
+    """Invariance to the rendering: ``a[i]`` and ``b[i]`` embed the same passage in two
+    orchestrations. Each ``a[i]`` must be nearer its own ``b[i]`` than any other passage's
+    ``b[j]`` by ``margin`` (batch-hard negative; soft margin when ``margin <= 0``)."""
+    d = (2.0 - 2.0 * a @ b.T).clamp_min(1e-12).sqrt()
+    pos = d.diagonal()
+    neg = d.masked_fill(torch.eye(len(a), dtype=torch.bool), float("inf")).amin(dim=1)
+    if len(a) < 2:
+        return a.sum() * 0.0
+    return _hinge(pos - neg, margin).mean()
+
+
 def _hinge(x: torch.Tensor, margin: float) -> torch.Tensor:
     """``max(0, x + margin)``, or the soft margin ``log(1 + exp(x))`` when ``margin <= 0``."""
     return F.softplus(x) if margin <= 0 else F.relu(x + margin)
@@ -185,10 +197,19 @@ def train_encoder(
         for _ in range(tc.batches_per_epoch):
             idx = torch.from_numpy(sampler.batch())
             # each clip from a random rendering: the original or a re-orchestration
-            pick = torch.randint(0, len(views_t), (len(idx),), generator=gen).tolist()
-            x = torch.stack([views_t[v][i] for v, i in zip(pick, idx.tolist())]).float()
+            pick = torch.randint(0, len(views_t), (len(idx),), generator=gen)
+            x = torch.stack([views_t[v][i] for v, i in zip(pick.tolist(), idx.tolist())]).float()
+            labels = labels_t[idx]
+            pair = tc.view_positive > 0 and len(views_t) > 1
+            if pair:  # the same clips again, each in another rendering: a positive pair per passage
+                other = (pick + torch.randint(1, len(views_t), (len(idx),), generator=gen)) % len(views_t)
+                x2 = torch.stack([views_t[v][i] for v, i in zip(other.tolist(), idx.tolist())]).float()
+                x, labels = torch.cat([x, x2]), torch.cat([labels, labels])
             x = augment(x, crop_frames=crop, max_shift=shift, gen=gen)
-            loss, act = triplet_loss(model(x), labels_t[idx], margin=tc.margin, mining=tc.mining)
+            emb = model(x)
+            loss, act = triplet_loss(emb, labels, margin=tc.margin, mining=tc.mining)
+            if pair:
+                loss = loss + tc.view_positive * passage_loss(emb[: len(idx)], emb[len(idx) :], margin=tc.margin)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -353,6 +353,7 @@ def evaluate(
         soundfont=soundfont,
         cache_dir=cache_dir,
         workers=workers,
+        variants=base_tc.program_variants,  # the training renderings the recipe asks for
         orchestrations=orchestrations,
         progress=progress,
     )

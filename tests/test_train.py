@@ -13,6 +13,7 @@ from musicidx.encoder.train import (
     TrainingData,
     augment,
     pairwise_distances,
+    passage_loss,
     train_encoder,
     triplet_loss,
 )
@@ -223,3 +224,61 @@ def test_the_best_validated_epoch_is_kept(rng: np.random.Generator, features: Fe
     assert [s.epoch for s in seen] == [1, 2, 3] and [s.val_balanced_accuracy for s in seen] == [0.5, 0.9, 0.1]
     for k, v in result.model.state_dict().items():
         torch.testing.assert_close(v, snapshots[1][k])
+
+
+def test_passage_loss_by_hand() -> None:
+    """a[i] must be nearer b[i] than any other b[j] by the margin."""
+    a = _angles(0, 90)
+    b = _angles(10, 30)  # a[1]'s own passage (30 deg) is 60 deg away, a[0]'s other passage (10) only 80 deg
+    loss = passage_loss(a.float(), b.float(), margin=0.1)
+    expected = (max(0.0, _chord(0, 10) - _chord(0, 30) + 0.1) + max(0.0, _chord(90, 30) - _chord(90, 10) + 0.1)) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(passage_loss(_angles(0, 180).float(), _angles(1, 179).float(), margin=0.2)) == 0.0
+
+
+def test_view_positive_pairs_each_clip_with_another_rendering(
+    rng: np.random.Generator, features: FeatureConfig
+) -> None:
+    """With view_positive, a batch holds every clip twice, in two different renderings."""
+    data = _random_cqt(rng, features)
+    views = (data.feats + 1.0, data.feats - 1.0)
+    tc = TrainConfig(epochs=1, batches_per_epoch=2, clips_per_composer=2, crop_seconds=1.0, view_positive=1.0)
+    paired = TrainingData(data.feats, data.label, data.track, views)
+    result = train_encoder(paired, features=features, model_config=TINY_MODEL, train_config=tc)
+    assert np.isfinite(result.history[0].loss)
+    plain = train_encoder(
+        paired,
+        features=features,
+        model_config=TINY_MODEL,
+        train_config=TrainConfig(**{**tc.to_dict(), "view_positive": 0.0}),
+    )
+    assert result.history[0].loss != plain.history[0].loss  # the passage loss is part of the objective
+
+
+def test_the_note_statistics_branch_is_transposition_invariant_and_trains(
+    rng: np.random.Generator, features: FeatureConfig
+) -> None:
+    from musicidx.encoder.model import N_STATISTICS, Encoder, note_statistics
+
+    x = torch.full((1, 84, 60), float(np.log(1e-4)))
+    for b in (24, 28, 31, 36, 43):  # a C major chord and its harmonics
+        x[0, b, :] = float(np.log(0.5))
+        x[0, min(b + 12, 83), :] = float(np.log(0.2))
+    x[0, 40, 30:] = float(np.log(0.5))  # a melody note entering halfway (E4)
+    stats = note_statistics(x)
+    assert stats.shape == (1, N_STATISTICS) and torch.isfinite(stats).all()
+    assert set(stats[0, :12].topk(3).indices.tolist()) == {0, 4, 7}  # key-normalised: C major's tonic first
+    keep = torch.ones(N_STATISTICS, dtype=torch.bool)
+    keep[44:47] = False  # register moves with a transposition, by design
+    for shift in (1, 5, 7):
+        moved = note_statistics(torch.roll(x, shift, dims=1))
+        torch.testing.assert_close(moved[:, keep], stats[:, keep], atol=0.03, rtol=0)
+        assert float(moved[0, 44]) > float(stats[0, 44])  # higher
+    tc = TrainConfig(epochs=1, batches_per_epoch=2, clips_per_composer=2, crop_seconds=1.0)
+    mc = ModelConfig(channels=(4, 8), embedding_dim=8, stats_dim=6)
+    result = train_encoder(_random_cqt(rng, features), features=features, model_config=mc, train_config=tc)
+    assert isinstance(result.model, Encoder) and result.model.stats is not None
+    with torch.no_grad():
+        emb = result.model(x.expand(3, -1, -1).clone())
+    assert emb.shape == (3, 8)
+    np.testing.assert_allclose(emb.norm(dim=1).numpy(), 1.0, rtol=1e-5)
