@@ -301,6 +301,28 @@ def sounding_span(pm: pretty_midi.PrettyMIDI) -> tuple[float, float]:
     return float(min(starts)), float(max(ends))
 
 
+#: The grid note times are rounded to before :func:`notes_sha256` compares them.
+NOTE_GRID_SECONDS = 0.01
+
+
+def notes_sha256(pm: pretty_midi.PrettyMIDI) -> str:
+    """A fingerprint of what is played: the sha256 of every note as (drum or not, pitch, onset,
+    offset), times rounded to :data:`NOTE_GRID_SECONDS`, sorted.
+
+    Programs, instrument names, velocities and track order do not count, so a copy re-saved by
+    another program or re-orchestrated with the same notes has the same fingerprint; another
+    movement, or one changed note, has another.  Times are compared on the grid: a copy written
+    on another tick grid (other resolution or tempo map) matches only if no time moved across a
+    grid line, which re-timing by a fraction of a millisecond may do.
+    """
+    rows = [(i.is_drum, n.pitch, n.start, n.end) for i in pm.instruments for n in i.notes]
+    a = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    a[:, 2:] = np.rint(a[:, 2:] / NOTE_GRID_SECONDS)
+    keys = a.astype("<i8")
+    keys = keys[np.lexsort(keys.T[::-1])]
+    return hashlib.sha256(b"notes-v1:" + keys.tobytes()).hexdigest()
+
+
 def clip_starts(pm: pretty_midi.PrettyMIDI, cfg: FeatureConfig) -> np.ndarray:
     """Deterministic window starts spread evenly over the sounding part of the piece.
 

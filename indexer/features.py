@@ -3,7 +3,8 @@
 A file's features are keyed by the sha256 of its bytes, the :class:`FeatureConfig`, the
 SoundFont's sha256 and the version of the rendering code, so a changed file, config or
 SoundFont is recomputed and an unchanged one never is.  Entries are written to a temporary
-file and renamed into place, so two builds sharing a cache never see half an entry.
+file and renamed into place, so two builds sharing a cache never see half an entry.  A file's
+own entry also keeps the fingerprint of its notes; an entry without one is a miss.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import MusicIdxError
-from musicidx.encoder.render import SoundFont, file_sha256, load_midi, render_clips
+from musicidx.encoder.render import SoundFont, file_sha256, load_midi, notes_sha256, render_clips
 
 #: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture
 #: (2: a fresh synthesiser per file, windows aligned to FluidSynth's blocks).
@@ -43,6 +45,8 @@ class TrackFeatures:
     #: the same windows in named orchestrations (``musicidx eval``; see
     #: :func:`~musicidx.encoder.render.orchestrate`), each like ``feats``
     orchestrated: dict[str, np.ndarray] = field(default_factory=dict)
+    #: what is played (:func:`~musicidx.encoder.render.notes_sha256`): equal for note-identical files
+    notes_sha256: str = ""
 
 
 class FeatureCache:
@@ -74,15 +78,29 @@ class FeatureCache:
         except Exception:  # missing, or damaged (EOFError, BadZipFile...): recompute
             return None
 
-    def put(self, key: str, feats: np.ndarray, starts: np.ndarray, duration: float) -> None:
+    def notes_sha256(self, key: str) -> str:
+        """The note fingerprint kept with a file's own entry; "" when there is none (an entry
+        written before fingerprints were kept counts as a miss)."""
+        if self.root is None:
+            return ""
+        try:
+            with np.load(self._path(key), allow_pickle=False) as z:
+                return str(z["notes_sha256"]) if "notes_sha256" in z.files else ""
+        except Exception:
+            return ""
+
+    def put(self, key: str, feats: np.ndarray, starts: np.ndarray, duration: float, *, notes_sha256: str = "") -> None:
         if self.root is None:
             return
         p = self._path(key)
+        arrays: dict[str, Any] = {"feats": feats, "starts": starts, "duration": np.float64(duration)}
+        if notes_sha256:
+            arrays["notes_sha256"] = np.str_(notes_sha256)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=p.parent, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, feats=feats, starts=starts, duration=np.float64(duration))
+                np.savez(f, **arrays)
             os.replace(tmp, p)
         except OSError:
             # A read-only or full cache must not fail the build; the features are in memory.
@@ -106,10 +124,13 @@ def _cached(
         if entry is None:
             return None
         entries.append(entry)
+    notes = cache.notes_sha256(FeatureCache.key(digest, cfg, soundfont))
+    if not notes:
+        return None
     feats, starts, duration = entries[0]
     views = tuple(e[0] for e in entries[1 : variants + 1])
     named = {o: e[0] for o, e in zip(orchestrations, entries[variants + 1 :])}
-    return TrackFeatures(feats, starts, duration, digest, 0.0, True, views, named)
+    return TrackFeatures(feats, starts, duration, digest, 0.0, True, views, named, notes_sha256=notes)
 
 
 def extract_file(
@@ -139,15 +160,16 @@ def extract_file(
     if hit is not None:
         return hit
     pm = load_midi(p)
+    notes = notes_sha256(pm)
     base = cache.get(FeatureCache.key(digest, cfg, soundfont))
     rendered = 0.0
     if base is None:
         clips = render_clips(pm, cfg=cfg, soundfont=soundfont, path=p)
         feats, starts, duration = cqt_features(clips.audio, cfg).astype(np.float16), clips.starts, clips.duration
-        cache.put(FeatureCache.key(digest, cfg, soundfont), feats, starts, duration)
         rendered += clips.rendered_seconds
     else:
         feats, starts, duration = base
+    cache.put(FeatureCache.key(digest, cfg, soundfont), feats, starts, duration, notes_sha256=notes)
     views = []
     programs = [i.program for i in pm.instruments if not i.is_drum]
     for v in range(1, variants + 1):
@@ -170,7 +192,7 @@ def extract_file(
             cache.put(key, *got)
             rendered += clips.rendered_seconds
         named[name] = got[0]
-    return TrackFeatures(feats, starts, duration, digest, rendered, False, tuple(views), named)
+    return TrackFeatures(feats, starts, duration, digest, rendered, False, tuple(views), named, notes_sha256=notes)
 
 
 # ----------------------------------------------------------------------------- workers
