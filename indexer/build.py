@@ -434,6 +434,7 @@ def fit_index(
             "work": [corpus.tracks[t].work for t in every.track],
             "path": [corpus.tracks[t].rel_path for t in every.track],
             "sha256": [corpus.features[t].sha256 for t in every.track],
+            "notes_sha256": [corpus.features[t].notes_sha256 for t in every.track],
             "start_s": every.start.astype(np.float64),
             "dur_s": np.full(len(emb), clip_len),
         }

@@ -96,6 +96,7 @@ def add_to_index(
             "work": [corpus.tracks[t].work for t in new.track],
             "path": [corpus.tracks[t].rel_path for t in new.track],
             "sha256": [corpus.features[t].sha256 for t in new.track],
+            "notes_sha256": [corpus.features[t].notes_sha256 for t in new.track],
             "start_s": new.start.astype(np.float64),
             "dur_s": np.full(len(emb), features.clip_seconds),
         }

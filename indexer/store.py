@@ -5,7 +5,7 @@
     INDEX/manifest.json    format_version, configs, SoundFont, composers, counts, FAISS type, k,
                            novelty threshold and its calibration, training summary, encoder sha256
     INDEX/index.faiss      FAISS index; ids = clips.parquet's clip_id
-    INDEX/clips.parquet    clip_id, track_id, composer, work, path, sha256, start_s, dur_s
+    INDEX/clips.parquet    clip_id, track_id, composer, work, path, sha256, notes_sha256, start_s, dur_s
     INDEX/encoder.pt       the encoder's state_dict, loaded with weights_only=True
 
 An index is written into a temporary sibling directory and swapped into place, so a build
@@ -42,7 +42,8 @@ import pyarrow.parquet as pq
 from musicidx.encoder.config import FeatureConfig, ModelConfig
 from musicidx.encoder.errors import MusicIdxError
 
-FORMAT_VERSION = 1
+#: 2: clips.parquet has ``notes_sha256``, the fingerprint of each track's notes.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 FAISS_FILE = "index.faiss"
 CLIPS_FILE = "clips.parquet"
@@ -59,6 +60,7 @@ CLIPS_SCHEMA = pa.schema(
         ("work", pa.string()),
         ("path", pa.string()),
         ("sha256", pa.string()),
+        ("notes_sha256", pa.string()),
         ("start_s", pa.float64()),
         ("dur_s", pa.float64()),
     ]

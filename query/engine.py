@@ -3,6 +3,11 @@
 :class:`Searcher` loads an index and its encoder once and answers any number of files;
 :func:`score_files` runs it over a batch where one bad file yields an error row, never an
 aborted batch.
+
+A query whose notes are a training track's (same fingerprint,
+:func:`~musicidx.encoder.render.notes_sha256`) is that composition: the answer is that track's
+composer with confidence 1, whatever the embedding says.  Closeness in the embedding, which is
+trained to group a composer's pieces, only ranks the nearest tracks.
 """
 
 from __future__ import annotations
@@ -23,12 +28,6 @@ from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote
 from musicidx.indexer.store import IndexContents, load_index
 
-#: A query clip this close (cosine distance) to an index clip is "the same audio".
-SAME_DISTANCE = 0.02
-#: ... and when that holds for more than this share of the query's clips, all on one training
-#: track, the query is the same composition as that track.
-SAME_SHARE = 0.5
-
 
 @dataclass(frozen=True)
 class NearestTrack:
@@ -47,14 +46,14 @@ class QueryResult:
     """The answer for one query file."""
 
     file: str
-    composer: str  # the index composer with most votes (see is_new)
-    confidence: float  # that composer's share of the similarity-weighted votes
-    votes: dict[str, float]
+    composer: str  # the index composer with most votes (see is_new), or same_track's composer
+    confidence: float  # that composer's share of the similarity-weighted votes (1 for same_composition)
+    votes: dict[str, float]  # all on same_track's composer when same_composition
     novelty: float  # median over clips of the distance to the k-th neighbour
     threshold: float
-    is_new: bool  # novelty above the calibrated threshold: likely a composer not in the index
-    same_composition: bool
-    same_track: str | None
+    is_new: bool  # novelty above the calibrated threshold (never when same_composition): likely a new composer
+    same_composition: bool  # the query plays the same notes as a training track
+    same_track: str | None  # that track
     nearest: list[NearestTrack] = field(default_factory=list)
     clips: int = 0
 
@@ -106,6 +105,9 @@ class Searcher:
         self.clip_start = clips.column("start_s").to_numpy()
         self.clip_path = clips.column("path").to_pylist()
         self.clip_work = clips.column("work").to_pylist()
+        self.clip_of_notes: dict[str, int] = {}  # note fingerprint -> first clip of the first track playing it
+        for i, notes in enumerate(clips.column("notes_sha256").to_pylist()):
+            self.clip_of_notes.setdefault(notes, i)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -121,10 +123,13 @@ class Searcher:
     def query(self, path: str | Path) -> QueryResult:
         """Answer for one MIDI file (raises a :class:`MusicIdxError` on bad input)."""
         tf = self.features_of(path)
-        return self.query_features(tf.feats, tf.starts, name=display_name(path))
+        return self.query_features(tf.feats, tf.starts, name=display_name(path), notes_sha256=tf.notes_sha256)
 
-    def query_features(self, feats: np.ndarray, starts: np.ndarray, *, name: str) -> QueryResult:
-        """Answer for clips already turned into features (``feats``: (n, bins, frames))."""
+    def query_features(
+        self, feats: np.ndarray, starts: np.ndarray, *, name: str, notes_sha256: str | None = None
+    ) -> QueryResult:
+        """Answer for clips already turned into features (``feats``: (n, bins, frames)); given the
+        query's note fingerprint, a training track with the same notes decides the answer."""
         from musicidx.encoder.model import embed
 
         if feats.shape[1:] != (self.features.n_bins, self.features.frames_per_clip):
@@ -134,14 +139,18 @@ class Searcher:
             )
         emb = embed(self.model, feats)
         nb = search(self.contents.faiss_index, emb, self.k)
-        return self.answer(nb, starts, name=name)
+        return self.answer(nb, starts, name=name, notes_sha256=notes_sha256)
 
-    def answer(self, nb: Neighbours, starts: np.ndarray, *, name: str) -> QueryResult:
-        """Turn the neighbours of a track's clips into an answer."""
+    def answer(self, nb: Neighbours, starts: np.ndarray, *, name: str, notes_sha256: str | None = None) -> QueryResult:
+        """Turn the neighbours of a track's clips into an answer; a training track with the
+        query's note fingerprint ``notes_sha256`` makes it that track's composer, confidence 1."""
         votes = vote(nb, self.clip_label, len(self.composers))
-        best = int(np.argmax(votes))
         novelty = float(np.median(clip_novelty(nb, self.k)))
-        same, same_track = self._same_composition(nb)
+        same = self.clip_of_notes.get(notes_sha256) if notes_sha256 else None
+        if same is not None:  # the same composition: its composer is known, not voted on
+            votes = np.zeros(len(self.composers))
+            votes[self.clip_label[same]] = 1.0
+        best = int(np.argmax(votes))
         return QueryResult(
             file=name,
             composer=self.composers[best],
@@ -149,23 +158,12 @@ class Searcher:
             votes={c: round(float(v), 6) for c, v in zip(self.composers, votes)},
             novelty=novelty,
             threshold=self.threshold,
-            is_new=bool(novelty > self.threshold),
-            same_composition=same,
-            same_track=same_track,
+            is_new=same is None and novelty > self.threshold,
+            same_composition=same is not None,
+            same_track=None if same is None else self.clip_path[same],
             nearest=self._nearest_tracks(nb, starts),
             clips=len(starts),
         )
-
-    def _same_composition(self, nb: Neighbours) -> tuple[bool, str | None]:
-        top_ids, top_dist = nb.ids[:, 0], nb.dist[:, 0]
-        close = (top_ids >= 0) & (top_dist <= SAME_DISTANCE)
-        if not close.any():
-            return False, None
-        tracks, counts = np.unique(self.clip_track[top_ids[close]], return_counts=True)
-        t = int(tracks[np.argmax(counts)])
-        if counts.max() > SAME_SHARE * len(top_ids):
-            return True, self.clip_path[int(np.flatnonzero(self.clip_track == t)[0])]
-        return False, None
 
     def _nearest_tracks(self, nb: Neighbours, starts: np.ndarray, n: int = 3) -> list[NearestTrack]:
         best: dict[int, tuple[float, int, int]] = {}  # track -> (similarity, query clip, index clip)

@@ -203,6 +203,7 @@ def synthetic_index(tmp_path: Path, soundfont: Any) -> SyntheticIndex:
             "work": [f"Work {t}_OP{t}" for t in track],
             "path": [f"{c}/Work {t}_OP{t}_{t}_w.mid" for c, t in zip(composer, track)],
             "sha256": [f"{t:064x}" for t in track],
+            "notes_sha256": [f"{t + 100:064x}" for t in track],
             "start_s": np.tile([0.0, 2.0], 6),
             "dur_s": np.full(12, FEATURES.clip_seconds),
         }

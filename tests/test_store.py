@@ -222,12 +222,29 @@ def test_searcher_answers_from_features(synthetic_index: SyntheticIndex) -> None
     s = Searcher(synthetic_index.path)
     r = s.query_features(synthetic_index.feats[4:6], np.array([0.0, 2.0]), name="q.mid")  # track 2: Beta
     assert r.file == "q.mid" and r.composer == "Beta" and r.clips == 2
-    assert r.same_composition and r.same_track == "Beta/Work 2_OP2_2_w.mid"
+    assert not r.same_composition and r.same_track is None  # identical audio, but no notes to compare
     assert sum(r.votes.values()) == pytest.approx(1.0, abs=1e-5) and set(r.votes) == {"Alpha", "Beta", "Gamma"}
     assert r.nearest[0].path == "Beta/Work 2_OP2_2_w.mid" and r.nearest[0].similarity == pytest.approx(1.0, abs=1e-4)
     assert len(r.nearest) == 3 and len({n.path for n in r.nearest}) == 3
     assert r.threshold == 0.5 and r.is_new == (r.novelty > 0.5)
     assert json.loads(json.dumps(r.to_dict()))["nearest"][0]["match_start_s"] in (0.0, 2.0)
+
+
+def test_a_query_with_a_training_tracks_notes_is_that_composition(synthetic_index: SyntheticIndex) -> None:
+    """The note fingerprint decides, even against the embedding: Beta's clips with Alpha's notes."""
+    s = Searcher(synthetic_index.path)
+    alpha_notes = synthetic_index.contents.clips.column("notes_sha256")[0].as_py()  # track 0: Alpha
+    r = s.query_features(synthetic_index.feats[4:6], np.array([0.0, 2.0]), name="q", notes_sha256=alpha_notes)
+    assert (r.composer, r.confidence, r.same_composition, r.same_track) == (
+        "Alpha",
+        1.0,
+        True,
+        "Alpha/Work 0_OP0_0_w.mid",
+    )
+    assert r.votes == {"Alpha": 1.0, "Beta": 0.0, "Gamma": 0.0} and not r.is_new
+    assert r.nearest[0].path == "Beta/Work 2_OP2_2_w.mid"  # the embedding's neighbours are still reported
+    other = s.query_features(synthetic_index.feats[4:6], np.array([0.0, 2.0]), name="q", notes_sha256="0" * 64)
+    assert other.composer == "Beta" and not other.same_composition
 
 
 def test_k_larger_than_the_index_drops_the_padding(synthetic_index: SyntheticIndex) -> None:
