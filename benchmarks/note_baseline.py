@@ -48,8 +48,12 @@ Cross-corpus (``--cross DIR``, a labelled folder such as ``benchmarks/export_mus
 fitted on the whole of ``MIDI_DIR``; accuracy and balanced accuracy (mean recall over the known
 composers present in DIR) on the tracks of DIR whose composer is in ``MIDI_DIR`` (known); AUROC /
 FPR@95TPR / OSCR of known vs new (composers not in ``MIDI_DIR``), overall and per new composer, for
-both novelty statistics.  The 95 % threshold is
-taken on the known tracks of DIR themselves (an oracle threshold, as in the LOCO figures).
+both novelty statistics.  The 95 % threshold is taken on the known tracks of DIR themselves (an
+oracle threshold, as in the LOCO figures).
+
+Fold-seed spread (``--spread N``, default 10): ``baseline.py``'s :func:`fold_seed_spread`, the
+closed-set figures (with and without class weights) and the kNN open-set mean over fold seeds
+``0..N-1``, so the two baselines' spreads compare directly.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ from baseline import (  # noqa: E402  (the sibling script, not a package)
     CORPUS,
     closed_set,
     composer_work_folds,
+    fold_seed_spread,
     leave_one_composer_out,
     logistic,
     print_closed,
@@ -330,6 +335,9 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=5, help="kNN novelty: distance to the k-th nearest track")
+    ap.add_argument(
+        "--spread", type=int, default=10, metavar="N", help="also rerun with fold seeds 0..N-1 (0: skip) for the spread"
+    )
     ap.add_argument("--json-out", type=Path, default=HERE / "results" / "note_baseline.json")
     args = ap.parse_args()
 
@@ -357,6 +365,7 @@ def main() -> None:
     print_closed(closed, names)
     opened = open_set(x, y, splits, args.k, args.seed)
     print_open(opened)
+    spread = fold_seed_spread(x, y, composers, groups, names, args) if args.spread else {}
     cross = None
     if args.cross:
         t0 = time.monotonic()
@@ -385,6 +394,7 @@ def main() -> None:
         "folds": {"n_splits": args.folds, "seed": args.seed, "test_tracks": [int(len(te)) for _, te in folds]},
         "closed": closed,
         "open": opened,
+        "fold_seed_spread": spread,
         "cross": cross,
         "seconds": seconds,
     }
