@@ -273,7 +273,7 @@ def main() -> None:
                 "work": p["work"],
                 "key": export_key(p["source"], None, m21),
                 "sha256": file_sha256(f),
-                "seconds": round(seconds.get(p["source"], 0.0), 2),
+                "seconds": round(seconds.get(p["source"], old.get(p["source"], {}).get("seconds", 0.0)), 2),
             }
         else:
             failed[p["source"]] = {"composer": p["composer"], "reason": error}
