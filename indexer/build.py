@@ -37,6 +37,7 @@ from .neighbours import (
     reference_kth_distances,
     relative_novelty,
     search,
+    search_outside,
     track_novelty,
     vote,
 )
@@ -142,28 +143,56 @@ def prepare_corpus(
 def split_by_work(
     composers: Sequence[str], works: Sequence[str], *, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Track indices (train, val): works held out whole, stratified by composer where every
-    composer has enough tracks for it (else a plain grouped split of the same size)."""
+    """Track indices (train, val): works held out whole, stratified by composer.
+
+    Every composer keeps at least one work in training: a composer with a single work is never
+    validated (all its tracks train), and a composer whose works all fell on the validation side
+    gets one back (the first by name).  When no composer has two works, nothing is held out
+    (``val`` is empty)."""
     import warnings
 
-    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+    from sklearn.model_selection import StratifiedGroupKFold
 
     y, groups = np.asarray(composers), np.asarray(works)
     if len(set(works)) < 2:
         raise CorpusError("need at least two distinct works to hold one out for validation")
+    single = single_work_composers(composers, works)
+    pool = np.flatnonzero(~np.isin(y, single))  # tracks of composers with two works or more
+    if len(pool) == 0:
+        return np.arange(len(y)), np.zeros(0, np.int64)
+    yp, gp = y[pool], groups[pool]
     n_splits = max(2, int(round(1.0 / val_fraction)))
-    min_members = min(int((y == c).sum()) for c in set(composers))
-    x = np.zeros(len(y))
+    min_members = min(int((yp == c).sum()) for c in set(yp))
+    k = min(n_splits, min_members, len(set(gp)))  # >= 2 (two works each); sklearn wants k <= groups
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class" on small corpora
-        if min_members >= 2:
-            k = min(n_splits, min_members, len(set(works)))  # sklearn refuses more splits than groups
-            sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-            train, val = next(sgkf.split(x, y, groups))
-        else:
-            gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
-            train, val = next(gss.split(x, y, groups))
-    return np.sort(train), np.sort(val)
+        sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        _, val_p = next(sgkf.split(np.zeros(len(yp)), yp, gp))
+    held = set(gp[val_p].tolist())
+    for c in sorted(set(yp)):
+        own = sorted(set(gp[yp == c].tolist()))
+        if set(own) <= held:  # every work of c held out: give the first one back to training
+            held.discard(own[0])
+    is_val = np.isin(groups, sorted(held))
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def single_work_composers(composers: Sequence[str], works: Sequence[str]) -> list[str]:
+    """The composers all of whose tracks belong to one work, sorted."""
+    works_of: dict[str, set[str]] = {}
+    for c, w in zip(composers, works):
+        works_of.setdefault(c, set()).add(w)
+    return sorted(c for c, ws in works_of.items() if len(ws) < 2)
+
+
+def majority_baseline(train_labels: np.ndarray, val_labels: np.ndarray) -> tuple[int, float | None, float | None]:
+    """What always answering the composer with the most training tracks scores on ``val_labels``:
+    (that label, accuracy, balanced accuracy over the composers present); ``None`` without val."""
+    largest = int(np.bincount(train_labels).argmax())  # ties: the first by name
+    if len(val_labels) == 0:
+        return largest, None, None
+    present = np.unique(val_labels)
+    return largest, float((val_labels == largest).mean()), float((present == largest).sum() / len(present))
 
 
 @dataclass
@@ -221,6 +250,11 @@ class FitReport:
     history: list[dict[str, Any]]
     faiss_kind: str
     seconds: dict[str, float] = field(default_factory=dict)
+    #: what always answering the composer with most training tracks scores on the validation
+    #: tracks: {"composer", "accuracy", "balanced_accuracy"} (``None`` scores without validation)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    single_work_composers: list[str] = field(default_factory=list)  # never validated: all in training
+    warnings: list[str] = field(default_factory=list)  # what the corpus leaves untested, in words
 
 
 class TrainedCache:
@@ -377,11 +411,9 @@ def fit_index(
     timings: dict[str, float] = {}
 
     t0 = time.monotonic()
+    groups = [t.group for t in corpus.tracks]
     tr_idx, val_idx = split_by_work(
-        [t.composer for t in corpus.tracks],
-        [t.group for t in corpus.tracks],
-        val_fraction=tc.val_fraction,
-        seed=tc.seed,
+        [t.composer for t in corpus.tracks], groups, val_fraction=tc.val_fraction, seed=tc.seed
     )
     tr, va = stack_clips(corpus, tr_idx), stack_clips(corpus, val_idx)
     n_labels = len(composers)
@@ -411,9 +443,22 @@ def fit_index(
 
     # Calibrate: the training split is the index, the held-out works' tracks are the queries.
     t0 = time.monotonic()
-    scores = held_out(model)
-    threshold = calibrate_threshold(scores.novelty, accept_rate)
-    val_acc, val_bacc = scores.accuracy()
+    val_acc: float | None
+    val_bacc: float | None
+    if len(val_idx):
+        scores = held_out(model)
+        novelty = scores.novelty
+        val_acc, val_bacc = scores.accuracy()
+        how = "held-out works of known composers, scored against an index of the other works"
+    else:  # nothing could be held out: each training track against the others' works
+        novelty = leave_one_work_out_novelties(model, tr, np.array(groups, dtype=object), k)
+        val_acc = val_bacc = None
+        how = "no work could be held out: each track against an index of the other works, all seen in training"
+    threshold = calibrate_threshold(novelty, accept_rate)
+    largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[val_idx])
+    baseline = {"composer": composers[largest], "accuracy": base_acc, "balanced_accuracy": base_bacc}
+    single = single_work_composers([t.composer for t in corpus.tracks], groups)
+    warnings = small_corpus_warnings(corpus, single, validated=len(val_idx) > 0)
     timings["calibrate"] = time.monotonic() - t0
 
     # The index proper: every track.
@@ -456,6 +501,9 @@ def fit_index(
         history=[h.__dict__ for h in result.history],
         faiss_kind=kind,
         seconds=timings,
+        baseline=baseline,
+        single_work_composers=single,
+        warnings=warnings,
     )
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -477,13 +525,53 @@ def fit_index(
             "calibrated_on": {
                 "tracks": len(val_idx),
                 "works": len({corpus.tracks[i].group for i in val_idx}),
-                "how": "held-out works of known composers, scored against an index of the other works",
-                "track_ids": [int(i) for i in val_idx],
+                "how": how,
+                "track_ids": [int(i) for i in (val_idx if len(val_idx) else tr_idx)],
             },
         },
-        "validation": {"tracks": len(val_idx), "accuracy": val_acc, "balanced_accuracy": val_bacc},
+        "validation": {
+            "tracks": len(val_idx),
+            "accuracy": val_acc,
+            "balanced_accuracy": val_bacc,
+            "majority_baseline": baseline,
+            "single_work_composers": single,
+        },
+        "warnings": warnings,
     }
     return IndexContents(manifest, index, clips, model.state_dict()), report
+
+
+def leave_one_work_out_novelties(model: Any, clips: ClipArrays, track_group: np.ndarray, k: int) -> np.ndarray:
+    """Each track's novelty against an index of ``clips`` without its own work's clips (the
+    calibration when no work could be held out of training)."""
+    from musicidx.encoder.model import embed
+
+    emb = embed(model, clips.feats)
+    index, _ = make_faiss_index(model.config.embedding_dim, len(emb), "flat")
+    index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
+    clip_group = track_group[clips.track]
+    tracks = np.unique(clips.track)
+    return np.array(
+        [track_novelty(search_outside(index, emb[clips.track == t], clip_group, track_group[t], k), k) for t in tracks]
+    )
+
+
+def small_corpus_warnings(corpus: Corpus, single: Sequence[str], *, validated: bool) -> list[str]:
+    """In words, what a corpus too small to hold a work of every composer out leaves untested."""
+    out = []
+    for c in single:
+        work = next(t.work for t in corpus.tracks if t.composer == c)
+        n = sum(t.composer == c for t in corpus.tracks)
+        out.append(
+            f"{c} has a single work ({work}; {n} track(s)), kept whole in training: no unseen work of {c} is in "
+            f"the validation or the novelty calibration, so how well the index recognises {c} is untested"
+        )
+    if not validated:
+        out.append(
+            "no composer has two works, so nothing was held out: there is no validation accuracy, and the novelty "
+            "threshold was calibrated on works the encoder trained on (it will call too few pieces new)"
+        )
+    return out
 
 
 @dataclass

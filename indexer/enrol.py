@@ -19,7 +19,7 @@ from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.render import matching_soundfont
 
 from .build import Progress, prepare_corpus, stack_clips
-from .neighbours import Neighbours, calibrate_threshold, track_novelty
+from .neighbours import calibrate_threshold, search_outside, track_novelty
 from .store import load_index, save_index, utc_now
 
 
@@ -40,16 +40,7 @@ class AddReport:
 
 def leave_one_work_out_novelty(index: Any, emb: np.ndarray, clip_work: np.ndarray, work: str, k: int) -> float:
     """Novelty of a track's clips against ``index`` ignoring every clip of its own ``work``."""
-    n_same = int((clip_work == work).sum())
-    sim, ids = index.search(np.ascontiguousarray(emb, dtype=np.float32), min(index.ntotal, k + n_same))
-    keep_ids = np.full((len(emb), k), -1, np.int64)
-    keep_dist = np.full((len(emb), k), np.inf, np.float32)
-    for i in range(len(emb)):
-        ok = (ids[i] >= 0) & (clip_work[np.maximum(ids[i], 0)] != work)
-        n = min(k, int(ok.sum()))
-        keep_ids[i, :n] = ids[i][ok][:n]
-        keep_dist[i, :n] = 1.0 - sim[i][ok][:n]
-    return track_novelty(Neighbours(keep_ids, keep_dist), k)
+    return track_novelty(search_outside(index, emb, clip_work, work, k), k)
 
 
 def add_to_index(

@@ -45,6 +45,21 @@ def track_novelty(nb: Neighbours, k: int) -> float:
     return float(np.median(clip_novelty(nb, k)))
 
 
+def search_outside(index: Any, emb: np.ndarray, clip_group: np.ndarray, group: str, k: int) -> Neighbours:
+    """The ``k`` nearest index clips of each row of ``emb`` among the clips whose
+    ``clip_group[id]`` is not ``group`` (a track's neighbours without its own work)."""
+    n_same = int((clip_group == group).sum())
+    sim, ids = index.search(np.ascontiguousarray(emb, dtype=np.float32), min(index.ntotal, k + n_same))
+    keep_ids = np.full((len(emb), k), -1, np.int64)
+    keep_dist = np.full((len(emb), k), np.inf, np.float32)
+    for i in range(len(emb)):
+        ok = (ids[i] >= 0) & (clip_group[np.maximum(ids[i], 0)] != group)
+        n = min(k, int(ok.sum()))
+        keep_ids[i, :n] = ids[i][ok][:n]
+        keep_dist[i, :n] = 1.0 - sim[i][ok][:n]
+    return Neighbours(keep_ids, keep_dist)
+
+
 def reference_kth_distances(index: Any, ref_emb: np.ndarray, k: int) -> np.ndarray:
     """Each index clip's distance to its k-th neighbour among the *other* index clips: how
     dense the index is around it (``ref_emb`` must be the index's vectors, in id order)."""

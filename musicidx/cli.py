@@ -348,6 +348,8 @@ def _build_dict(r: Any) -> dict[str, Any]:
         "val_tracks": f.val_tracks,
         "val_accuracy": f.val_accuracy,
         "val_balanced_accuracy": f.val_balanced_accuracy,
+        "majority_baseline": f.baseline,
+        "warnings": f.warnings,
         "novelty_threshold": f.threshold,
         "accept_rate": f.accept_rate,
         "best_epoch": f.best_epoch,
@@ -368,12 +370,15 @@ def _render_build(r: Any) -> str:
         f"composers    {', '.join(f.composers)}",
         f"validation   {f.val_tracks} held-out tracks: accuracy {_fmt(f.val_accuracy)}, "
         f"balanced accuracy {_fmt(f.val_balanced_accuracy)} (best epoch {f.best_epoch})",
+        f"baseline     always answering {f.baseline['composer']} (most tracks) would score accuracy "
+        f"{_fmt(f.baseline['accuracy'])}, balanced accuracy {_fmt(f.baseline['balanced_accuracy'])}",
         f"novelty      threshold {f.threshold:.4f} (accepts {f.accept_rate:.0%} of held-out known-composer tracks)",
         f"rendered     {r.rendered_seconds / 60:.1f} min of audio with {r.soundfont.name}; "
         f"{r.cached_tracks} tracks from cache",
         f"faiss        {f.faiss_kind}, k={f.k}",
         "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items()),
     ]
+    lines += [f"warning      {w}" for w in f.warnings]
     if r.skipped:
         lines.append(f"skipped      {len(r.skipped)} file(s):")
         lines += [f"  {p}: {why}" for p, why in r.skipped]
@@ -505,7 +510,13 @@ def _render_info(m: dict[str, Any], where: Path) -> str:
             f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "
             f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works",
             f"validation     accuracy {_fmt(val.get('accuracy'))}, "
-            f"balanced accuracy {_fmt(val.get('balanced_accuracy'))}",
+            f"balanced accuracy {_fmt(val.get('balanced_accuracy'))}"
+            + (
+                f" (always answering {base['composer']}: {_fmt(base['accuracy'])}, {_fmt(base['balanced_accuracy'])})"
+                if (base := val.get("majority_baseline"))
+                else ""
+            ),
+            *(f"warning        {w}" for w in m.get("warnings", [])),
             f"skipped        {len(m.get('skipped', []))} file(s)",
         ]
     )

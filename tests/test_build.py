@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from musicidx.encoder.config import FeatureConfig
-from musicidx.indexer.build import ClipArrays, TrackScores, prepare_corpus, split_by_work, thin_clips
+from musicidx.indexer.build import (
+    ClipArrays,
+    TrackScores,
+    majority_baseline,
+    prepare_corpus,
+    single_work_composers,
+    split_by_work,
+    thin_clips,
+)
 from musicidx.indexer.corpus import CorpusError
 
 
@@ -18,6 +28,7 @@ def _check_split(composers: list[str], works: list[str], **kw: Any) -> tuple[np.
     assert len(train) and len(val), "both sides non-empty"
     assert sorted([*train, *val]) == list(range(len(works))), "a partition of the tracks"
     assert not {works[i] for i in train} & {works[i] for i in val}, "no work on both sides"
+    assert {composers[i] for i in train} == set(composers), "every composer keeps a work in training"
     return train, val
 
 
@@ -34,14 +45,45 @@ def test_split_holds_out_whole_works_stratified_by_composer() -> None:
 @pytest.mark.parametrize(
     ("composers", "works"),
     [
-        (["A"] * 3 + ["B"] * 3, ["A/w1"] * 3 + ["B/w2"] * 3),  # fewer works than splits
         (["A"] * 4 + ["B"], ["A/1", "A/2", "A/3", "A/4", "B/5"]),  # a composer with one track
         (["A"] * 2 + ["B"] * 2, ["A/1", "A/1", "B/2", "B/3"]),
     ],
-    ids=["two-works", "one-track-composer", "small"],
+    ids=["one-track-composer", "small"],
 )
 def test_split_of_tiny_corpora(composers: list[str], works: list[str]) -> None:
-    _check_split(composers, works, val_fraction=0.2)
+    train, val = _check_split(composers, works, val_fraction=0.2)
+    assert {composers[i] for i in val} == {"A", "B"} - set(single_work_composers(composers, works))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_composer_with_one_work_is_never_held_out(seed: int) -> None:
+    """The issue's corpus: four files of each of three composers, one of them a single work."""
+    composers = [c for c in "ABC" for _ in range(4)]
+    works = ["A/1", "A/2", "A/3", "A/4", "B/1", "B/1", "B/2", "B/3", "C/1", "C/1", "C/1", "C/1"]
+    train, val = _check_split(composers, works, val_fraction=0.5, seed=seed)
+    assert set(range(8, 12)) <= set(train.tolist())  # C's only work trains
+    assert single_work_composers(composers, works) == ["C"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_composer_whose_works_all_fell_in_validation_gets_one_back(seed: int) -> None:
+    """Two works each, and validation asked for half: a stratified fold may hold both of one composer."""
+    composers = [c for c in "ABCD" for _ in range(2)]
+    works = [f"{c}/{i}" for c in "ABCD" for i in (1, 2)]
+    _check_split(composers, works, val_fraction=0.5, seed=seed)
+
+
+def test_with_no_composer_of_two_works_nothing_is_held_out() -> None:
+    composers, works = ["A"] * 3 + ["B"] * 3, ["A/w1"] * 3 + ["B/w2"] * 3
+    train, val = split_by_work(composers, works, val_fraction=0.2, seed=0)
+    assert train.tolist() == list(range(6)) and val.tolist() == []
+
+
+def test_majority_baseline_always_answers_the_largest_training_composer() -> None:
+    train = np.array([0, 1, 1, 1, 2, 2])
+    assert majority_baseline(train, np.array([0, 1, 1, 2])) == (1, 0.5, pytest.approx(1 / 3))
+    assert majority_baseline(train, np.array([0, 2])) == (1, 0.0, 0.0)  # composer 1 not validated
+    assert majority_baseline(train, np.array([], dtype=int)) == (1, None, None)
 
 
 def test_split_needs_two_works() -> None:
@@ -90,4 +132,44 @@ def test_two_composers_with_one_work_each_build(corpus_dir: Path, tmp_path: Path
         for name in sorted(corpus_dir.glob(f"{c}/Sonata No 1_*")):
             (tmp_path / "c" / c / name.name).symlink_to(name)
     report = build_tiny(tmp_path / "c", tmp_path / "idx", None)
-    assert report.fit.n_tracks == 4 and report.fit.n_works == 2 and report.fit.val_tracks == 2
+    f = report.fit
+    assert f.n_tracks == 4 and f.n_works == 2 and f.val_tracks == 0  # holding one out would leave a composer out
+    assert f.val_accuracy is None and f.single_work_composers == ["Alpha", "Beta"]
+    assert 0.0 <= f.threshold <= 2.0
+    assert len(f.warnings) == 3 and "nothing was held out" in f.warnings[-1]
+    m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert m["warnings"] == f.warnings and m["novelty"]["calibrated_on"]["track_ids"] == [0, 1, 2, 3]
+
+
+@pytest.mark.fluidsynth
+def test_a_composer_with_a_single_work_trains_and_is_named_in_a_warning(
+    corpus_dir: Path, tmp_path: Path, tiny_cli_defaults: None
+) -> None:
+    """Alpha and Beta with three works each, Gamma with one (two movements): Gamma is never held out."""
+    from click.testing import CliRunner
+
+    from musicidx.cli import cli
+
+    src = tmp_path / "c"
+    for c in ("Alpha", "Beta", "Gamma"):
+        (src / c).mkdir(parents=True)
+        for f in sorted((corpus_dir / c).glob("Sonata No 1_*" if c == "Gamma" else "*.mid")):
+            (src / c / f.name).symlink_to(f)
+    out = tmp_path / "idx"
+    r = CliRunner().invoke(cli, ["build", str(src), "--out", str(out), "--workers", "1", "--no-cache"])
+    assert r.exit_code == 0, r.output
+    (warning,) = [ln for ln in r.stdout.splitlines() if ln.startswith("warning ")]
+    assert warning.startswith("warning      Gamma has a single work (Sonata No 1_OP1; 2 track(s)), kept whole in")
+    assert "how well the index recognises Gamma is untested" in warning
+    (base,) = [ln for ln in r.stdout.splitlines() if ln.startswith("baseline ")]
+    m = json.loads((out / "manifest.json").read_text())
+    b = m["validation"]["majority_baseline"]
+    assert b["composer"] in ("Alpha", "Beta") and 0.0 <= b["accuracy"] <= 1.0  # Gamma has two tracks only
+    assert base == (
+        f"baseline     always answering {b['composer']} (most tracks) would score accuracy {b['accuracy']:.3f}, "
+        f"balanced accuracy {b['balanced_accuracy']:.3f}"
+    )
+    assert m["validation"]["single_work_composers"] == ["Gamma"] and m["warnings"] == [warning[13:]]
+    gamma = {r["track_id"] for r in pq.read_table(out / "clips.parquet").to_pylist() if r["composer"] == "Gamma"}
+    held = set(m["novelty"]["calibrated_on"]["track_ids"])
+    assert gamma and not gamma & held and held, "Gamma trains; the others are validated"
