@@ -33,6 +33,7 @@ from musicidx.encoder.render import SoundFont, find_soundfont
 from .corpus import CorpusError, Track, scan_corpus
 from .features import FEATURES_VERSION, TrackFeatures, extract_many
 from .neighbours import (
+    Neighbours,
     calibrate_threshold,
     reference_kth_distances,
     relative_novelty,
@@ -250,6 +251,7 @@ class FitReport:
     history: list[dict[str, Any]]
     faiss_kind: str
     seconds: dict[str, float] = field(default_factory=dict)
+    thresholds_by_k: dict[int, float] = field(default_factory=dict)  # one per k a query may use
     #: what always answering the composer with most training tracks scores on the validation
     #: tracks: {"composer", "accuracy", "balanced_accuracy"} (``None`` scores without validation)
     baseline: dict[str, Any] = field(default_factory=dict)
@@ -335,6 +337,7 @@ class TrackScores:
     # "relative" (k-th distance over the neighbours' own, median over clips), "mean_k" (mean
     # distance to the k neighbours, median over clips), "nearest" (distance to the nearest).
     alternatives: dict[str, np.ndarray] = field(default_factory=dict)
+    novelty_by_k: dict[int, np.ndarray] = field(default_factory=dict)  # the novelty at each k asked for
 
     def accuracy(self) -> tuple[float, float]:
         """(accuracy, balanced accuracy = mean recall over the composers present)."""
@@ -354,10 +357,12 @@ def score_tracks(
     n_labels: int,
     k: int,
     alternatives: bool = False,
+    ks: Sequence[int] = (),
 ) -> TrackScores:
     """Index ``ref``'s clips, then vote and measure novelty for every track of ``query``,
     exactly as a query against a saved index does; with ``alternatives``, also the candidate
-    novelty statistics of :attr:`TrackScores.alternatives` (for ``musicidx eval``)."""
+    novelty statistics of :attr:`TrackScores.alternatives` (for ``musicidx eval``); with ``ks``,
+    the novelty at each of those k too (:attr:`TrackScores.novelty_by_k`, for calibration)."""
     from musicidx.encoder.model import embed
 
     index, _ = make_faiss_index(model.config.embedding_dim, len(ref.feats), "flat")
@@ -368,8 +373,12 @@ def score_tracks(
     tracks = np.unique(query.track)
     pred, novelty, confidence = np.empty(len(tracks), np.int64), np.empty(len(tracks)), np.empty(len(tracks))
     alt = {name: np.empty(len(tracks)) for name in ("relative", "mean_k", "nearest")} if alternatives else {}
+    by_k = {kk: np.empty(len(tracks)) for kk in ks}
     for i, t in enumerate(tracks):
-        nb = search(index, q_emb[query.track == t], k)
+        wide = search(index, q_emb[query.track == t], max([k, *ks]))
+        nb = Neighbours(wide.ids[:, :k], wide.dist[:, :k])
+        for kk, values in by_k.items():
+            values[i] = track_novelty(wide, kk)
         votes = vote(nb, ref_clip_label, n_labels)
         pred[i], confidence[i] = int(np.argmax(votes)), float(votes.max())
         novelty[i] = track_novelty(nb, k)
@@ -378,7 +387,7 @@ def score_tracks(
             finite = np.where(np.isfinite(nb.dist[:, :k]), nb.dist[:, :k], np.nan)
             alt["mean_k"][i] = float(np.median(np.nanmean(finite, axis=1)))
             alt["nearest"][i] = float(np.median(nb.dist[:, 0]))
-    return TrackScores(track_label[tracks], pred, novelty, confidence, alt)
+    return TrackScores(track_label[tracks], pred, novelty, confidence, alt, by_k)
 
 
 def fit_index(
@@ -418,8 +427,8 @@ def fit_index(
     tr, va = stack_clips(corpus, tr_idx), stack_clips(corpus, val_idx)
     n_labels = len(composers)
 
-    def held_out(model: Any, ref: ClipArrays = tr) -> TrackScores:
-        return score_tracks(model, ref, track_label[ref.track], va, track_label, n_labels=n_labels, k=k)
+    def held_out(model: Any, ref: ClipArrays = tr, ks: Sequence[int] = ()) -> TrackScores:
+        return score_tracks(model, ref, track_label[ref.track], va, track_label, n_labels=n_labels, k=k, ks=ks)
 
     tr_few = thin_clips(tr, per_track=3)  # per-epoch validation: a cheaper reference set
 
@@ -445,16 +454,18 @@ def fit_index(
     t0 = time.monotonic()
     val_acc: float | None
     val_bacc: float | None
+    ks = calibration_ks(k, len(tr.feats))
     if len(val_idx):
-        scores = held_out(model)
-        novelty = scores.novelty
+        scores = held_out(model, ks=ks)
+        novelty_by_k = scores.novelty_by_k
         val_acc, val_bacc = scores.accuracy()
         how = "held-out works of known composers, scored against an index of the other works"
     else:  # nothing could be held out: each training track against the others' works
-        novelty = leave_one_work_out_novelties(model, tr, np.array(groups, dtype=object), k)
+        novelty_by_k = leave_one_work_out_novelties(model, tr, np.array(groups, dtype=object), ks)
         val_acc = val_bacc = None
         how = "no work could be held out: each track against an index of the other works, all seen in training"
-    threshold = calibrate_threshold(novelty, accept_rate)
+    thresholds = {kk: calibrate_threshold(v, accept_rate) for kk, v in novelty_by_k.items()}
+    threshold = thresholds[k]
     largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[val_idx])
     baseline = {"composer": composers[largest], "accuracy": base_acc, "balanced_accuracy": base_bacc}
     single = single_work_composers([t.composer for t in corpus.tracks], groups)
@@ -501,6 +512,7 @@ def fit_index(
         history=[h.__dict__ for h in result.history],
         faiss_kind=kind,
         seconds=timings,
+        thresholds_by_k=thresholds,
         baseline=baseline,
         single_work_composers=single,
         warnings=warnings,
@@ -520,6 +532,7 @@ def fit_index(
         "k": k,
         "novelty": {
             "threshold": threshold,
+            "thresholds_by_k": {str(kk): t for kk, t in thresholds.items()},
             "statistic": "median over a track's clips of the cosine distance to the k-th nearest index clip",
             "accept_rate": accept_rate,
             "calibrated_on": {
@@ -541,19 +554,32 @@ def fit_index(
     return IndexContents(manifest, index, clips, model.state_dict()), report
 
 
-def leave_one_work_out_novelties(model: Any, clips: ClipArrays, track_group: np.ndarray, k: int) -> np.ndarray:
-    """Each track's novelty against an index of ``clips`` without its own work's clips (the
-    calibration when no work could be held out of training)."""
+def leave_one_work_out_novelties(
+    model: Any, clips: ClipArrays, track_group: np.ndarray, ks: Sequence[int]
+) -> dict[int, np.ndarray]:
+    """Each track's novelty at each k of ``ks`` against an index of ``clips`` without its own
+    work's clips (the calibration when no work could be held out of training)."""
     from musicidx.encoder.model import embed
 
     emb = embed(model, clips.feats)
     index, _ = make_faiss_index(model.config.embedding_dim, len(emb), "flat")
     index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
     clip_group = track_group[clips.track]
-    tracks = np.unique(clips.track)
-    return np.array(
-        [track_novelty(search_outside(index, emb[clips.track == t], clip_group, track_group[t], k), k) for t in tracks]
-    )
+    nbs = [
+        search_outside(index, emb[clips.track == t], clip_group, track_group[t], max(ks))
+        for t in np.unique(clips.track)
+    ]
+    return {k: np.array([track_novelty(nb, k) for nb in nbs]) for k in ks}
+
+
+#: The k a build calibrates a novelty threshold for (besides its own): ``query --k`` accepts these.
+CALIBRATED_KS = (1, 3, 5, 10, 20, 50, 100)
+
+
+def calibration_ks(k: int, n_reference: int) -> list[int]:
+    """The build's ``k`` and every :data:`CALIBRATED_KS` up to ``n_reference`` (the clips of the
+    index calibration searches), sorted."""
+    return sorted({k, *(x for x in CALIBRATED_KS if x <= n_reference)})
 
 
 def small_corpus_warnings(corpus: Corpus, single: Sequence[str], *, validated: bool) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +19,7 @@ from musicidx.encoder.render import matching_soundfont
 
 from .build import Progress, prepare_corpus, stack_clips
 from .neighbours import calibrate_threshold, search_outside, track_novelty
-from .store import load_index, save_index, utc_now
+from .store import load_index, save_index, thresholds_by_k, utc_now
 
 
 @dataclass
@@ -36,11 +35,6 @@ class AddReport:
     threshold_before: float
     threshold_after: float
     calibration_tracks: int
-
-
-def leave_one_work_out_novelty(index: Any, emb: np.ndarray, clip_work: np.ndarray, work: str, k: int) -> float:
-    """Novelty of a track's clips against ``index`` ignoring every clip of its own ``work``."""
-    return track_novelty(search_outside(index, emb, clip_work, work, k), k)
 
 
 def add_to_index(
@@ -103,13 +97,15 @@ def add_to_index(
     all_work = np.asarray(
         [f"{c}/{w}" for c, w in zip(composers_col, contents.clips.column("work").to_pylist())], dtype=object
     )
-    novelties = []
+    ks = sorted(thresholds_by_k(m))  # every k the build calibrated for is recalibrated
+    nbs = []
     for t in cal_tracks:
         ids = np.flatnonzero(all_track == t)
         vecs = np.stack([contents.faiss_index.reconstruct(int(i)) for i in ids])
-        novelties.append(leave_one_work_out_novelty(contents.faiss_index, vecs, all_work, str(all_work[ids[0]]), k))
-    before = float(m["novelty"]["threshold"])
-    after = calibrate_threshold(np.asarray(novelties), float(m["novelty"]["accept_rate"]))
+        nbs.append(search_outside(contents.faiss_index, vecs, all_work, str(all_work[ids[0]]), max(ks)))
+    accept_rate = float(m["novelty"]["accept_rate"])
+    after_by_k = {kk: calibrate_threshold(np.array([track_novelty(nb, kk) for nb in nbs]), accept_rate) for kk in ks}
+    before, after = float(m["novelty"]["threshold"]), after_by_k[k]
 
     added_composers = sorted({corpus.tracks[t].composer for t in fresh} - set(m["composers"]))
     for t in fresh:
@@ -123,6 +119,7 @@ def add_to_index(
     }
     m["faiss"]["ntotal"] = int(contents.faiss_index.ntotal)
     m["novelty"]["threshold"] = after
+    m["novelty"]["thresholds_by_k"] = {str(kk): v for kk, v in after_by_k.items()}
     m["novelty"]["calibrated_on"] = {
         **cal,
         "tracks": len(cal_tracks),

@@ -3,7 +3,8 @@
 ::
 
     INDEX/manifest.json    format_version, configs, SoundFont, composers, counts, FAISS type, k,
-                           novelty threshold and its calibration, training summary, encoder sha256
+                           novelty threshold (and one per calibrated k) and its calibration,
+                           training summary, warnings, encoder sha256
     INDEX/index.faiss      FAISS index; ids = clips.parquet's clip_id
     INDEX/clips.parquet    clip_id, track_id, composer, work, path, sha256, notes_sha256, start_s, dur_s
     INDEX/encoder.pt       the encoder's state_dict, loaded with weights_only=True
@@ -304,6 +305,14 @@ def _swap_into_place(new: Path, out: Path) -> None:
         os.replace(aside, out)  # put the previous index back
         raise
     os.replace(aside, new)
+
+
+def thresholds_by_k(manifest: dict[str, Any]) -> dict[int, float]:
+    """The novelty thresholds an index calibrated, by k (``novelty.thresholds_by_k``; an index
+    written before that field has the one for its own ``k``)."""
+    nov = manifest["novelty"]
+    by_k = nov.get("thresholds_by_k") or {str(manifest["k"]): nov["threshold"]}
+    return {int(k): float(t) for k, t in sorted(by_k.items(), key=lambda kv: int(kv[0]))}
 
 
 def load_index(path: str | Path) -> IndexContents:

@@ -142,7 +142,11 @@ def build(
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
-@click.option("--k", type=click.IntRange(1, 1000), help="Neighbours per clip [the index's].")
+@click.option(
+    "--k",
+    type=click.IntRange(1, 1000),
+    help="Neighbours per clip [the index's]; only a k the index calibrated a threshold for ('musicidx info').",
+)
 @soundfont_option
 @json_option
 def query(files: tuple[Path, ...], index_dir: Path, k: int | None, soundfont: Path | None, as_json: bool) -> None:
@@ -493,6 +497,8 @@ def _render_add(r: Any) -> str:
 
 
 def _render_info(m: dict[str, Any], where: Path) -> str:
+    from musicidx.indexer.store import thresholds_by_k
+
     feats, nov, counts = m["features"], m["novelty"], m["counts"]
     val = m.get("validation", {})
     return "\n".join(
@@ -509,6 +515,7 @@ def _render_info(m: dict[str, Any], where: Path) -> str:
             f"faiss          {m['faiss']['type']} ({m['faiss']['metric']}), {m['faiss']['ntotal']} vectors, k={m['k']}",
             f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "
             f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works",
+            "  by k         " + ", ".join(f"k={k} {t:.4f}" for k, t in thresholds_by_k(m).items()),
             f"validation     accuracy {_fmt(val.get('accuracy'))}, "
             f"balanced accuracy {_fmt(val.get('balanced_accuracy'))}"
             + (

@@ -26,7 +26,7 @@ from musicidx.encoder.render import matching_soundfont
 from musicidx.indexer.corpus import display_name, is_midi_name
 from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote
-from musicidx.indexer.store import IndexContents, load_index
+from musicidx.indexer.store import IndexContents, load_index, thresholds_by_k
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class QueryResult:
     confidence: float  # that composer's share of the similarity-weighted votes (1 for same_composition)
     votes: dict[str, float]  # all on same_track's composer when same_composition
     novelty: float  # median over clips of the distance to the k-th neighbour
-    threshold: float
+    threshold: float  # calibrated at build time for k
+    k: int  # neighbours per query clip
     is_new: bool  # novelty above the calibrated threshold (never when same_composition): likely a new composer
     same_composition: bool  # the query plays the same notes as a training track
     same_track: str | None  # that track
@@ -81,9 +82,17 @@ class Searcher:
         m = self.contents.manifest
         self.features: FeatureConfig = self.contents.feature_config
         self.k = int(k if k is not None else m["k"])
-        if self.k < 1:
-            raise MusicIdxError(f"k must be at least 1, got {self.k}")
-        self.threshold = float(m["novelty"]["threshold"])
+        self.thresholds_by_k = thresholds_by_k(m)
+        n_clips = int(self.contents.faiss_index.ntotal)
+        if not 1 <= self.k <= n_clips:
+            raise MusicIdxError(f"k={self.k} must be between 1 and the {n_clips} clips of the index", path=index_dir)
+        if self.k not in self.thresholds_by_k:  # a threshold calibrated at another k would give a wrong verdict
+            raise MusicIdxError(
+                f"no novelty threshold was calibrated for k={self.k}, so its verdict would mean nothing; this index "
+                f"has them for k = {', '.join(map(str, self.thresholds_by_k))}",
+                path=index_dir,
+            )
+        self.threshold = self.thresholds_by_k[self.k]
         self.soundfont = matching_soundfont(m["soundfont"], soundfont)
         self.cache = FeatureCache(cache_dir)
         self.model = Encoder(self.contents.model_config, self.features)
@@ -158,6 +167,7 @@ class Searcher:
             votes={c: round(float(v), 6) for c, v in zip(self.composers, votes)},
             novelty=novelty,
             threshold=self.threshold,
+            k=self.k,
             is_new=same is None and novelty > self.threshold,
             same_composition=same is not None,
             same_track=None if same is None else self.clip_path[same],

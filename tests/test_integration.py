@@ -405,6 +405,9 @@ def test_cli_add_enrols_a_new_composer_without_retraining(
     assert rep["skipped"] == [["Delta/empty.mid", "file is empty (0 bytes)"]]
     after = _manifest(index_copy)
     assert after["encoder_sha256"] == before["encoder_sha256"] and after["composers"]["Delta"] == 3
+    by_k = after["novelty"]["thresholds_by_k"]  # every calibrated k recalibrated, the index's own among them
+    assert list(by_k) == list(before["novelty"]["thresholds_by_k"]) and by_k["10"] == after["novelty"]["threshold"]
+    assert by_k != before["novelty"]["thresholds_by_k"]
     assert load_index(index_copy).faiss_index.ntotal == 36 + rep["added_clips"]
     q = Searcher(index_copy, k=1).query(new / "Flute 1_K1_1_f.mid")
     assert q.composer == "Delta" and q.same_composition

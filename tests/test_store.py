@@ -247,16 +247,36 @@ def test_a_query_with_a_training_tracks_notes_is_that_composition(synthetic_inde
     assert other.composer == "Beta" and not other.same_composition
 
 
-def test_k_larger_than_the_index_drops_the_padding(synthetic_index: SyntheticIndex) -> None:
-    s = Searcher(synthetic_index.path, k=50)
-    r = s.query_features(synthetic_index.feats[:1], np.array([0.0]), name="q")
+def test_a_verdict_needs_a_threshold_calibrated_for_that_k(synthetic_index: SyntheticIndex) -> None:
+    """The issue: one threshold reused for any --k made a known piece "new" at k=100; k=500 on 96 clips ran."""
+    with pytest.raises(MusicIdxError, match=r"no novelty threshold was calibrated for k=3, .* for k = 4$"):
+        Searcher(synthetic_index.path, k=3)  # an index without thresholds_by_k has its own k's only
+    _edit_manifest(lambda m: m["novelty"].update(thresholds_by_k={"4": 0.5, "12": 0.9}))(synthetic_index.path)
+    with pytest.raises(MusicIdxError, match=r"k=13 must be between 1 and the 12 clips of the index"):
+        Searcher(synthetic_index.path, k=13)
+    with pytest.raises(MusicIdxError, match=r"no novelty threshold was calibrated for k=5, .* for k = 4, 12$"):
+        Searcher(synthetic_index.path, k=5)
+    s = Searcher(synthetic_index.path, k=12)
+    r = s.query_features(synthetic_index.feats[:2], np.array([0.0, 2.0]), name="q")
+    assert (s.threshold, r.threshold) == (0.9, 0.9) and r.is_new == (r.novelty > 0.9)
+    assert Searcher(synthetic_index.path).threshold == 0.5  # the index's own k
+
+
+def test_neighbours_padded_by_faiss_are_dropped(synthetic_index: SyntheticIndex) -> None:
+    from musicidx.encoder.model import embed
+    from musicidx.indexer.neighbours import search
+
+    s = Searcher(synthetic_index.path)
+    nb = search(s.contents.faiss_index, embed(s.model, synthetic_index.feats[:1]), 50)  # 12 clips: 38 padded
+    assert (nb.ids == -1).sum() == 38
+    r = s.answer(nb, np.array([0.0]), name="q")
     assert np.isfinite(r.novelty) and 0.0 <= r.novelty <= 2.0
     assert sum(r.votes.values()) == pytest.approx(1.0, abs=1e-5)
     assert len(r.nearest) == 3 and all(n.path for n in r.nearest)
 
 
 def test_searcher_refusals(synthetic_index: SyntheticIndex, tmp_path: Path) -> None:
-    with pytest.raises(MusicIdxError, match="k must be at least 1, got 0"):
+    with pytest.raises(MusicIdxError, match="k=0 must be between 1 and the 12 clips of the index"):
         Searcher(synthetic_index.path, k=0)
     s = Searcher(synthetic_index.path)
     with pytest.raises(ConfigMismatchError, match=r"features of shape \(84, 216\) do not match the index's \(84, 44\)"):
