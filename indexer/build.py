@@ -30,7 +30,7 @@ from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, def
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.render import SoundFont, find_soundfont
 
-from .corpus import CorpusError, Track, scan_corpus
+from .corpus import CorpusError, Track, check_corpus_folder, scan_corpus
 from .features import FEATURES_VERSION, TrackFeatures, extract_many
 from .neighbours import (
     Neighbours,
@@ -635,6 +635,7 @@ def build_index(
     contain ``midi_dir``; anything else is refused before any work (see
     :func:`~musicidx.indexer.store.check_index_destination`)."""
     began = time.monotonic()
+    check_corpus_folder(midi_dir)
     check_index_destination(out, source=midi_dir)  # fail now, not after training; never destroy a user's folder
     corpus = prepare_corpus(
         midi_dir,

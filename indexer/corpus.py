@@ -10,6 +10,7 @@ from pathlib import Path
 from musicidx.encoder.errors import MusicIdxError
 
 MIDI_SUFFIXES = (".mid", ".midi")
+LAYOUT = "MIDI_DIR/<Composer>/*.mid"
 
 # "<title>_<catalogue>_<number>_<rest>.mid", e.g. "Cello Suite 3_BWV1009_2217_cs3-1pre.mid"
 _CHALLENGE_NAME = re.compile(r"^(?P<title>[^_]+)_(?P<catalogue>[^_]+)_(?P<number>\d+)_(?P<rest>.+)$")
@@ -65,20 +66,42 @@ def list_midi(folder: str | Path) -> list[Path]:
     return [p for p in entries if is_midi_name(p)]
 
 
+def check_corpus_folder(midi_dir: str | Path) -> Path:
+    """``midi_dir`` if it is a folder; else one :class:`CorpusError` saying what it is instead."""
+    root = Path(midi_dir)
+    if not root.exists():
+        raise CorpusError(f"corpus folder does not exist (expected {LAYOUT})", path=root)
+    if not root.is_dir():
+        raise CorpusError(f"is a file, not a corpus folder (expected {LAYOUT})", path=root)
+    return root
+
+
 def scan_corpus(midi_dir: str | Path) -> list[Track]:
     """Every MIDI file in ``midi_dir/<Composer>/``, sorted by composer then name.
 
     Raises :class:`CorpusError` when the folder does not exist or holds no composer folder
-    with MIDI files.
+    with MIDI files (saying what it holds instead: MIDI files directly inside, or sub-folders
+    without any).
     """
-    root = Path(midi_dir)
-    if not root.is_dir():
-        raise CorpusError("corpus folder does not exist (expected MIDI_DIR/<Composer>/*.mid)", path=root)
+    root = check_corpus_folder(midi_dir)
     tracks: list[Track] = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for sub in subs:
         for f in list_midi(sub):
             rel = display_name(f.relative_to(root).as_posix())
             tracks.append(Track(display_name(sub.name), work_of(rel), f, rel))
     if not tracks:
-        raise CorpusError("no MIDI files found (expected MIDI_DIR/<Composer>/*.mid)", path=root)
+        flat = list_midi(root)
+        if flat:
+            found = f"{len(flat)} MIDI file(s) directly in the folder, none in a composer sub-folder"
+        elif subs:
+            found = f"{len(subs)} sub-folder(s) ({', '.join(display_name(s.name) for s in subs[:3])}"
+            found += f"{', ...' if len(subs) > 3 else ''}) but no .mid/.midi file directly in any of them"
+        else:
+            found = "no MIDI files and no sub-folders"
+        raise CorpusError(
+            f"no MIDI files found where expected: found {found}; expected {LAYOUT}, one sub-folder per composer "
+            "named after them (the folder name is the label)",
+            path=root,
+        )
     return tracks

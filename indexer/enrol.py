@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.render import matching_soundfont
 
 from .build import Progress, prepare_corpus, stack_clips
@@ -30,7 +29,7 @@ class AddReport:
     added_tracks: int
     added_clips: int
     new_composers: list[str]
-    duplicates: list[str]  # files whose content the index already holds
+    duplicates: list[str]  # files whose content the index already holds (all of them: nothing added)
     skipped: list[tuple[str, str]]
     threshold_before: float
     threshold_after: float
@@ -61,8 +60,10 @@ def add_to_index(
     known = set(clips.column("sha256").to_pylist())
     fresh = [i for i, f in enumerate(corpus.features) if f.sha256 not in known]
     duplicates = [corpus.tracks[i].rel_path for i, f in enumerate(corpus.features) if f.sha256 in known]
-    if not fresh:
-        raise MusicIdxError("every file is already in the index; nothing to add", path=midi_dir)
+    if not fresh:  # nothing new: the index stays as it is
+        before = float(m["novelty"]["threshold"])
+        calibrated = int(m["novelty"]["calibrated_on"]["tracks"])
+        return AddReport(Path(index_dir), 0, 0, [], duplicates, corpus.skipped, before, before, calibrated)
 
     model = Encoder(contents.model_config, features)
     model.load_state_dict(contents.encoder_state)

@@ -2,6 +2,13 @@
 
 Exit status: 0 success; 1 an error (one line on stderr naming the file and the reason);
 2 a usage error; ``score`` exits 3 when it wrote its table but some files could not be scored.
+
+A missing or wrong-kind input is an error (1) in every command, never a usage error: a FILE or
+folder that does not exist, a folder given to ``query`` (which points to ``score``), a file given
+to ``score``/``build``/``add``/``eval`` (``score`` points to ``query``), a folder without MIDI files
+where some are needed.  2 is kept for the command line itself: an unknown option, a missing
+argument, a value out of range.  ``add`` of files the index already holds is not an error: it
+says "nothing new" and exits 0.
 Heavy libraries (torch, faiss, FluidSynth, nnAudio) are imported inside the commands so that
 ``musicidx --help`` answers at once.
 """
@@ -23,15 +30,21 @@ from musicidx.encoder.errors import MusicIdxError
 
 EXIT_ERROR, EXIT_PARTIAL = 1, 3
 DEFAULT_INDEX = "musicidx-index"
-index_option = click.option(
-    "--index",
-    "index_dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_INDEX,
-    envvar="MUSICIDX_INDEX",
-    show_default=True,
-    help="Index directory (or $MUSICIDX_INDEX).",
-)
+
+
+def _index_path_option(*decls: str, help: str) -> Any:
+    """An index directory option, from $MUSICIDX_INDEX when not given (every command alike)."""
+    return click.option(
+        *decls,
+        type=click.Path(path_type=Path),
+        default=DEFAULT_INDEX,
+        envvar="MUSICIDX_INDEX",
+        show_default=True,
+        help=help,
+    )
+
+
+index_option = _index_path_option("--index", "index_dir", help="Index directory (or $MUSICIDX_INDEX).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 soundfont_option = click.option("--soundfont", type=click.Path(path_type=Path), help="SoundFont (.sf2) to render with.")
 
@@ -80,10 +93,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("midi_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=DEFAULT_INDEX, show_default=True, help="Index directory to write."
-)
+@click.argument("midi_dir", type=click.Path(path_type=Path))
+@_index_path_option("--out", help="Index directory to write (or $MUSICIDX_INDEX).")
 @click.option("--clips-per-track", type=click.IntRange(1, 256), help="Clips cut from each track.")
 @click.option("--epochs", type=click.IntRange(1, 1000), help="Training epochs.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
@@ -150,41 +161,47 @@ def build(
 @soundfont_option
 @json_option
 def query(files: tuple[Path, ...], index_dir: Path, k: int | None, soundfont: Path | None, as_json: bool) -> None:
-    """Name the composer of each FILE, or say it is a composer not in the index."""
+    """Name the composer of each FILE, or say it is a composer not in the index.
+
+    Each answer is printed as soon as its file is done; --json prints one JSON object per line
+    per FILE, in order (JSON Lines), a file that failed as {"file": ..., "error": ...}."""
     from musicidx.query.engine import Searcher
 
-    searcher, answers, failed = Searcher(index_dir, k=k, soundfont=soundfont), [], 0
+    searcher, failed = Searcher(index_dir, k=k, soundfont=soundfont), 0
     for f in files:
         try:
-            answers.append(searcher.query(f).to_dict())
+            if f.is_dir():
+                raise MusicIdxError(
+                    "is a directory, not a MIDI file; to score every MIDI file in it use 'musicidx score'", path=f
+                )
+            answer = searcher.query(f).to_dict()
         except MusicIdxError as e:
             failed += 1
             click.echo(f"musicidx: error: {e}", err=True)
-            answers.append({"file": str(f), "error": e.reason})
-    if as_json:
-        click.echo(json.dumps(answers[0] if len(files) == 1 and not failed else answers, indent=2))
-    else:
-        click.echo("\n".join(_render_answer(a) for a in answers if "error" not in a), nl=bool(len(files) - failed))
+            answer = {"file": str(f), "error": e.reason}
+        if as_json:
+            click.echo(json.dumps(answer))
+        elif "error" not in answer:
+            click.echo(_render_answer(answer))
     if failed:
         sys.exit(EXIT_ERROR)
 
 
 @cli.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(path_type=Path))
 @index_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV file to write ('-' for stdout).")
 @soundfont_option
 @json_option
 def score(folder: Path, index_dir: Path, out: Path, soundfont: Path | None, as_json: bool) -> None:
     """Score every MIDI file under FOLDER into a CSV (one row per file; exit 3 if some failed)."""
-    from musicidx.query.engine import SCORE_COLUMNS, Searcher, list_query_files, score_files
+    from musicidx.query.engine import SCORE_COLUMNS, Searcher
 
     to_stdout = str(out) == "-"
     tmp = None if to_stdout else _reserve_output(out)  # an impossible --out fails before any scoring
     try:
         searcher = Searcher(index_dir, soundfont=soundfont)
-        files = list_query_files(folder)
-        rows = [r.to_dict() for r in score_files(searcher, files, root=folder, on_done=_bar("scoring"))]
+        rows = [r.to_dict() for r in searcher.score(folder, on_done=_bar("scoring"))]
         with sys.stdout if tmp is None else open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=SCORE_COLUMNS)
             writer.writeheader()
@@ -219,7 +236,7 @@ def _reserve_output(out: Path) -> Path:
 
 
 @cli.command()
-@click.argument("midi_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("midi_dir", type=click.Path(path_type=Path))
 @index_option
 @click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
 @soundfont_option
@@ -246,7 +263,7 @@ def info(index_dir: Path, as_json: bool) -> None:
 
 
 @cli.command(name="eval")
-@click.argument("midi_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("midi_dir", type=click.Path(path_type=Path))
 @click.option(
     "--index",
     "index_dir",
@@ -483,6 +500,14 @@ def _render_cross(r: Any, written: list[Path]) -> str:
 
 
 def _render_add(r: Any) -> str:
+    if r.added_tracks == 0:
+        return "\n".join(
+            [
+                f"index        {r.index}",
+                f"added        nothing new: all {len(r.duplicates)} usable file(s) are already in the index",
+                *(f"skipped      {p}: {why}" for p, why in r.skipped),
+            ]
+        )
     lines = [
         f"index        {r.index}",
         f"added        {r.added_tracks} tracks, {r.added_clips} clips"

@@ -175,6 +175,14 @@ class Searcher:
             clips=len(starts),
         )
 
+    def score(self, folder: str | Path, *, on_done: Callable[[int, int], None] | None = None) -> list[ScoreRow]:
+        """One row per MIDI file under ``folder`` (recursively, sorted), named relative to it; a
+        file that fails gets an error row.  A folder without any MIDI file is an error."""
+        files = list_query_files(folder)
+        if not files:
+            raise MusicIdxError("no MIDI files (.mid, .midi) in this folder or below; nothing to score", path=folder)
+        return score_files(self, files, root=folder, on_done=on_done)
+
     def _nearest_tracks(self, nb: Neighbours, starts: np.ndarray, n: int = 3) -> list[NearestTrack]:
         best: dict[int, tuple[float, int, int]] = {}  # track -> (similarity, query clip, index clip)
         for qi in range(nb.ids.shape[0]):
@@ -244,8 +252,10 @@ def list_query_files(folder: str | Path) -> list[Path]:
     """The MIDI-named entries of ``folder``, recursively, sorted (directories named ``x.mid``,
     unreadable files and broken links included, so each gets its own error row)."""
     root = Path(folder)
+    if not root.exists():
+        raise MusicIdxError("no such folder", path=root)
     if not root.is_dir():
-        raise MusicIdxError("not a folder", path=root)
+        raise MusicIdxError("is a file, not a folder; to answer for one file use 'musicidx query FILE'", path=root)
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()

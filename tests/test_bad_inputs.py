@@ -106,7 +106,7 @@ def test_cli_query_json_of_odd_but_valid_files(bad_corpus: dict[str, Case], buil
     ok = [c for c in bad_corpus.values() if c.error is None]
     r = CliRunner().invoke(cli, ["query", *(str(c.path) for c in ok), "--index", str(built_index), "--json"])
     assert r.exit_code == 0, r.output
-    answers = json.loads(r.stdout)
+    answers = [json.loads(line) for line in r.stdout.splitlines()]  # JSON Lines
     assert [a["file"] for a in answers] == [display_name(c.path) for c in ok]
     assert all(a["composer"] in COMPOSERS for a in answers)
 
@@ -118,7 +118,7 @@ def test_cli_query_with_good_and_bad_files_answers_the_good_and_exits_1(
     bad = bad_corpus["truncated-50"].path
     r = CliRunner().invoke(cli, ["query", str(good), str(bad), "--index", str(built_index), "--json"])
     assert r.exit_code == 1
-    answers = json.loads(r.stdout)
+    answers = [json.loads(line) for line in r.stdout.splitlines()]  # JSON Lines
     assert answers[0]["file"] == str(good) and answers[0]["composer"] in COMPOSERS
     assert answers[1] == {"file": str(bad), "error": "truncated MIDI data (the file ends inside a track)"}
     assert r.stderr.splitlines() == [f"musicidx: error: {bad}: truncated MIDI data (the file ends inside a track)"]
