@@ -602,7 +602,8 @@ def evaluate_index(
 ) -> CrossReport:
     """Score every track of ``midi_dir/<Composer>/*.mid`` with the index at ``index_dir``,
     rendered with the index's own features and SoundFont, and measure it against the folder's
-    labels; composers the index lacks count as new."""
+    labels; composers the index lacks count as new. Each track is answered as ``musicidx query``
+    answers it (a note-identical copy of a training track takes that track's composer)."""
     from .engine import Searcher
 
     began = time.monotonic()
@@ -617,7 +618,7 @@ def evaluate_index(
     )
     rows = []
     for i, (t, f) in enumerate(zip(corpus.tracks, corpus.features), 1):
-        r = searcher.query_features(f.feats, f.starts, name=t.rel_path)
+        r = searcher.query_features(f.feats, f.starts, name=t.rel_path, notes_sha256=f.notes_sha256)
         rows.append(
             {
                 "path": t.rel_path,
