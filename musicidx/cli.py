@@ -147,7 +147,7 @@ def build(
         faiss_kind=faiss_kind,
         progress=Progress(),
     )
-    click.echo(json.dumps(_build_dict(report), indent=2) if as_json else _render_build(report))
+    click.echo(_json(_build_dict(report)) if as_json else _render_build(report))
 
 
 @cli.command()
@@ -180,7 +180,7 @@ def query(files: tuple[Path, ...], index_dir: Path, k: int | None, soundfont: Pa
             click.echo(f"musicidx: error: {e}", err=True)
             answer = {"file": str(f), "error": e.reason}
         if as_json:
-            click.echo(json.dumps(answer))
+            click.echo(_json(answer, indent=None))
         elif "error" not in answer:
             click.echo(_render_answer(answer))
     if failed:
@@ -216,7 +216,7 @@ def score(folder: Path, index_dir: Path, out: Path, soundfont: Path | None, as_j
     failed = sum(r["status"] != "ok" for r in rows)
     summary = {"files": len(rows), "scored": len(rows) - failed, "errors": failed, "out": str(out)}
     click.echo(
-        json.dumps(summary) if as_json else f"scored {len(rows) - failed} of {len(rows)} files -> {out}",
+        _json(summary, indent=None) if as_json else f"scored {len(rows) - failed} of {len(rows)} files -> {out}",
         err=to_stdout,
     )
     if failed:
@@ -248,7 +248,7 @@ def add(midi_dir: Path, index_dir: Path, workers: int | None, soundfont: Path | 
     from musicidx.indexer.enrol import add_to_index
 
     r = add_to_index(index_dir, midi_dir, workers=workers, soundfont=soundfont, progress=Progress())
-    click.echo(json.dumps(asdict(r), indent=2, default=str) if as_json else _render_add(r))
+    click.echo(_json(asdict(r)) if as_json else _render_add(r))
 
 
 @cli.command()
@@ -259,7 +259,7 @@ def info(index_dir: Path, as_json: bool) -> None:
     from musicidx.indexer.store import load_index
 
     m = load_index(index_dir).manifest
-    click.echo(json.dumps(m, indent=2) if as_json else _render_info(m, index_dir))
+    click.echo(_json(m) if as_json else _render_info(m, index_dir))
 
 
 @cli.command(name="eval")
@@ -295,12 +295,12 @@ def eval_(
     if index_dir is not None:
         cross = ev.evaluate_index(index_dir, midi_dir, workers=workers, progress=Progress())
         written = ev.write_cross_report(cross, report_dir) if report_dir else []
-        out = json.dumps(cross.to_dict(), indent=2, ensure_ascii=False) if as_json else _render_cross(cross, written)
+        out = _json(cross.to_dict()) if as_json else _render_cross(cross, written)
         click.echo(out)
         return
     report = ev.evaluate(midi_dir, folds=folds, seed=seed, seeds=range(seeds), workers=workers, progress=Progress())
     written = ev.write_report(report, report_dir) if report_dir else []
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else _render_eval(report, written))
+    click.echo(_json(report.to_dict()) if as_json else _render_eval(report, written))
 
 
 @cli.command()
@@ -317,7 +317,7 @@ def demo(out: Path, as_json: bool) -> None:
     from musicidx.query.demo import run_demo
 
     r = run_demo(out, progress=Progress())
-    click.echo(json.dumps(r.to_dict(), indent=2) if as_json else _render_demo(r))
+    click.echo(_json(r.to_dict()) if as_json else _render_demo(r))
 
 
 def _render_demo(r: Any) -> str:
@@ -344,6 +344,11 @@ def _render_demo(r: Any) -> str:
             f"({r.export.exported} pieces exported, {r.export.reused} reused)",
         ]
     )
+
+
+def _json(obj: Any, *, indent: int | None = 2) -> str:
+    """JSON as every command prints it: UTF-8 (``Dvořák``, not ``Dvo\\u0159\\u00e1k``)."""
+    return json.dumps(obj, indent=indent, ensure_ascii=False, default=str)
 
 
 def _bar(stage: str) -> Any:
@@ -407,22 +412,52 @@ def _render_build(r: Any) -> str:
 
 
 def _render_answer(a: dict[str, Any]) -> str:
-    verdict = "a composer NOT in the index" if a["is_new"] else "a known composer"
+    """One answer in words: the composer and the vote it came from, the verdict and what it
+    rests on, and the nearest training tracks with the clips that matched best."""
+    shares = ", ".join(f"{c} {v:.2f}" for c, v in sorted(a["votes"].items(), key=lambda kv: -kv[1]))
+    under = f" ({a['accept_rate']:.0%} of held-out pieces by known composers stay under it)" if a["accept_rate"] else ""
+    novelty = (
+        f"novelty {_sig(a['novelty'])} (the median distance of its clips to their {_nth(a['k'])} nearest index "
+        f"clip) vs the threshold {_sig(a['threshold'])} calibrated for k={a['k']}{under}"
+    )
+    if a["same_composition"]:
+        verdict = f"a known composer: it plays the same notes as the training track {a['same_track']}"
+        vote = f"{a['composer']} 1.00, the composer of that track (no vote needed)"
+    else:
+        vote = (
+            f"{shares}: each of its {a['clips']} clips votes for the composers of its {a['k']} nearest index clips, "
+            "weighted by similarity and divided by each composer's share of the index (composer-balanced: a "
+            "composer with many tracks does not win by numbers), so the nearest tracks below need not agree"
+        )
+        verdict = (
+            f"probably a composer NOT in the index: {novelty}; {a['composer']} is only the nearest known composer"
+            if a["is_new"]
+            else f"a known composer: {novelty}"
+        )
     lines = [
         a["file"],
-        f"  composer     {a['composer']} (confidence {a['confidence']:.2f}; "
-        + ", ".join(f"{c} {v:.2f}" for c, v in sorted(a["votes"].items(), key=lambda kv: -kv[1]))
-        + ")",
-        f"  novelty      {a['novelty']:.4f} vs threshold {a['threshold']:.4f}: {verdict}",
+        f"  composer     {a['composer']} (confidence {a['confidence']:.2f}: its share of the vote)",
+        f"  vote         {vote}",
+        f"  verdict      {verdict}",
     ]
-    if a["same_composition"]:
-        lines.append(f"  same composition as {a['same_track']}")
     for n in a["nearest"]:
         lines.append(
-            f"  nearest      {n['path']} ({n['composer']}, similarity {n['similarity']:.3f}, "
-            f"query {n['query_start_s']:.1f}s ~ {n['match_start_s']:.1f}s)"
+            f"  nearest      {n['path']} ({n['composer']}): distance {_sig(n['distance'])}; best-matching clips "
+            f"start at {n['query_start_s']:.1f}s in the query and {n['match_start_s']:.1f}s in this track"
         )
     return "\n".join(lines)
+
+
+def _sig(x: float) -> str:
+    """A distance to 4 significant digits, never in exponent notation: 0.05431, 0.001234, 0."""
+    import numpy as np
+
+    return str(np.format_float_positional(x, precision=4, unique=False, fractional=False, trim="-"))
+
+
+def _nth(k: int) -> str:
+    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
 
 
 def _render_eval(r: Any, written: list[Path]) -> str:

@@ -8,6 +8,11 @@ A query whose notes are a training track's (same fingerprint,
 :func:`~musicidx.encoder.render.notes_sha256`) is that composition: the answer is that track's
 composer with confidence 1, whatever the embedding says.  Closeness in the embedding, which is
 trained to group a composer's pieces, only ranks the nearest tracks.
+
+One rounding policy for every number an answer carries (and so for ``query --json``, the votes
+and the ``score`` CSV alike): scores -- confidence, votes, novelty, threshold, distance,
+similarity -- to :data:`SCORE_DECIMALS` places (the embeddings are float32: further digits are
+noise), times in seconds to :data:`TIME_DECIMALS`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote
 from musicidx.indexer.store import IndexContents, load_index, thresholds_by_k
 
+SCORE_DECIMALS = 6
+TIME_DECIMALS = 3
+
+
+def _score(x: float) -> float:
+    return round(float(x), SCORE_DECIMALS)
+
 
 @dataclass(frozen=True)
 class NearestTrack:
@@ -36,7 +48,8 @@ class NearestTrack:
     path: str
     composer: str
     work: str
-    similarity: float  # cosine similarity of the best clip pair
+    distance: float  # cosine distance (1 - cos) of the best clip pair: 0 = the same clip; novelty's unit
+    similarity: float  # 1 - distance
     query_start_s: float
     match_start_s: float
 
@@ -52,6 +65,7 @@ class QueryResult:
     novelty: float  # median over clips of the distance to the k-th neighbour
     threshold: float  # calibrated at build time for k
     k: int  # neighbours per query clip
+    accept_rate: float | None  # share of held-out pieces by known composers under the threshold at calibration
     is_new: bool  # novelty above the calibrated threshold (never when same_composition): likely a new composer
     same_composition: bool  # the query plays the same notes as a training track
     same_track: str | None  # that track
@@ -163,12 +177,13 @@ class Searcher:
         return QueryResult(
             file=name,
             composer=self.composers[best],
-            confidence=float(votes[best]),
-            votes={c: round(float(v), 6) for c, v in zip(self.composers, votes)},
-            novelty=novelty,
-            threshold=self.threshold,
+            confidence=_score(votes[best]),
+            votes={c: _score(v) for c, v in zip(self.composers, votes)},
+            novelty=_score(novelty),
+            threshold=_score(self.threshold),
             k=self.k,
-            is_new=same is None and novelty > self.threshold,
+            accept_rate=self.manifest["novelty"].get("accept_rate"),
+            is_new=same is None and _score(novelty) > _score(self.threshold),  # as the reader sees them
             same_composition=same is not None,
             same_track=None if same is None else self.clip_path[same],
             nearest=self._nearest_tracks(nb, starts),
@@ -200,9 +215,10 @@ class Searcher:
                 path=self.clip_path[cid],
                 composer=self.composers[int(self.clip_label[cid])],
                 work=self.clip_work[cid],
-                similarity=round(sim, 6),
-                query_start_s=round(float(starts[qi]), 3),
-                match_start_s=round(float(self.clip_start[cid]), 3),
+                distance=_score(1.0 - sim),
+                similarity=_score(sim),
+                query_start_s=round(float(starts[qi]), TIME_DECIMALS),
+                match_start_s=round(float(self.clip_start[cid]), TIME_DECIMALS),
             )
             for _, (sim, qi, cid) in ranked
         ]
@@ -240,9 +256,7 @@ class ScoreRow:
     @classmethod
     def from_result(cls, r: QueryResult) -> ScoreRow:
         nearest = r.nearest[0].path if r.nearest else ""
-        return cls(
-            r.file, r.composer, round(r.confidence, 4), round(r.novelty, 4), r.is_new, nearest, r.same_composition
-        )
+        return cls(r.file, r.composer, r.confidence, r.novelty, r.is_new, nearest, r.same_composition)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -163,10 +163,14 @@ def test_cli_query_text(built_index: Path, corpus_dir: Path) -> None:
     r = CliRunner().invoke(cli, ["query", str(f), "--index", str(built_index), "--k", "1"])
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert lines[0] == str(f) and lines[1].startswith("  composer     Alpha (confidence 1.00;")
-    assert lines[2].startswith("  novelty      0.0000 vs threshold ") and lines[2].endswith(": a known composer")
-    assert f"  same composition as Alpha/{TRACK_NAMES[1]}" in lines
-    assert sum(ln.startswith("  nearest      ") for ln in lines) == 1  # k=1: one neighbour, one track
+    assert lines[0] == str(f) and lines[1] == "  composer     Alpha (confidence 1.00: its share of the vote)"
+    assert lines[2] == "  vote         Alpha 1.00, the composer of that track (no vote needed)"
+    assert (
+        lines[3]
+        == f"  verdict      a known composer: it plays the same notes as the training track Alpha/{TRACK_NAMES[1]}"
+    )
+    assert lines[4].startswith(f"  nearest      Alpha/{TRACK_NAMES[1]} (Alpha): distance 0; best-matching clips start")
+    assert len(lines) == 5  # k=1: one neighbour, one track
 
 
 def test_cli_score_to_a_file_and_to_stdout(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
