@@ -292,8 +292,8 @@ def test_usage_errors_exit_2(built_index: Path) -> None:
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    # cwd outside the source tree: from the repository root, `python -m musicidx` would import the
-    # folder musicidx/ rather than the installed package (whose stages live in other folders)
+    # cwd outside the source tree, so that the installed package is the one tested (from the
+    # repository root the source folder musicidx/ is imported instead: tests/test_api.py covers that)
     return subprocess.run(
         [sys.executable, *args], env={**os.environ, **env}, capture_output=True, text=True, cwd=cwd, check=True
     )
