@@ -205,7 +205,7 @@ class Searcher:
                 cid = int(nb.ids[qi, j])
                 if cid < 0:
                     continue
-                sim = 1.0 - float(nb.dist[qi, j])
+                sim = min(1.0, 1.0 - float(nb.dist[qi, j]))  # float32: a clip against itself may pass 1
                 t = int(self.clip_track[cid])
                 if t not in best or sim > best[t][0]:
                     best[t] = (sim, qi, cid)

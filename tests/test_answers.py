@@ -111,3 +111,13 @@ def test_json_and_csv_carry_the_same_numbers_and_utf8_names(
     assert row["file"] == f.name
     assert (float(row["confidence"]), float(row["novelty"])) == (a["confidence"], a["novelty"])
     assert (row["confidence"], row["novelty"]) == (str(a["confidence"]), str(a["novelty"]))
+
+
+def test_a_cosine_past_1_is_distance_0_not_minus_0(synthetic_index: SyntheticIndex) -> None:
+    """float32 inner products of a clip with itself can exceed 1: the printed distance stays "0"."""
+    from musicidx.indexer.neighbours import Neighbours
+
+    s = Searcher(synthetic_index.path)
+    nb = Neighbours(np.array([[4, 5, 0, 1]]), np.array([[-2e-7, 0.1, 0.2, 0.3]], np.float32))
+    top = s.answer(nb, np.array([0.0]), name="q").nearest[0]
+    assert (str(top.distance), top.similarity) == ("0.0", 1.0)
