@@ -520,7 +520,10 @@ def _plot_orchestrations(r: EvalReport, out: Path) -> Path:
         colors = [f"C{i}" for i in range(len(views))]
         ax.bar(views, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], color=colors, capsize=4)
         for i, s in enumerate(stats):
-            ax.text(i, s["mean"] + 0.02, f"{s['mean']:.2f}", ha="center", fontsize=8)
+            ax.text(i, s["mean"] + s["std"] + 0.02, f"{s['mean']:.2f}", ha="center", fontsize=8)
+        chance = 1.0 / len(r.composers) if kind == "closed" else 0.5
+        ax.axhline(chance, color="0.3", linestyle=":", linewidth=1, label=f"chance ({chance:.2f})")
+        ax.legend(fontsize=7, loc="upper right")
         ax.set_ylim(0, 1.05)
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
