@@ -230,7 +230,6 @@ def _one_seed(
                 eq = embed(model, q.feats)
                 orch[v] = np.stack([eq[q.track == t].mean(axis=0) for t in te])
             plots["orchestrated"] = orch
-            plots["held_out_idx"] = te
         step()
     closed = {**_closed_metrics(truth, pred[ORIGINAL], composers), "per_fold": per_fold}
     orch_metrics: dict[str, Any] = {}
@@ -244,7 +243,9 @@ def _one_seed(
             "recall": m["recall"],
             "agrees_with_original": float((pred[v] == pred[ORIGINAL]).mean()),
             # how far a track's novelty moves, in units of its fold's calibrated threshold
-            "novelty_shift_median": float(np.median(np.abs(novelty[v] - novelty[ORIGINAL]) / thr_of_track)),
+            "novelty_shift_median": float(
+                np.median(np.abs(novelty[v] - novelty[ORIGINAL]) / np.maximum(thr_of_track, 1e-12))
+            ),
             "verdict_flips": float(flips.mean()),
         }
     agreement = float(np.all([pred[v] == pred[ORIGINAL] for v in views], axis=0).mean())
