@@ -189,6 +189,7 @@ def train_encoder(
     views_t = [torch.from_numpy(np.asarray(v)) for v in (train.feats, *train.views)]
     labels_t = torch.from_numpy(np.asarray(train.label, dtype=np.int64))
 
+    pair = tc.view_positive > 0 and len(views_t) > 1  # each clip also in a second rendering
     best_state, best_epoch, best_score = copy.deepcopy(model.state_dict()), tc.epochs, -1.0
     history: list[EpochStats] = []
     for epoch in range(1, tc.epochs + 1):
@@ -200,7 +201,6 @@ def train_encoder(
             pick = torch.randint(0, len(views_t), (len(idx),), generator=gen)
             x = torch.stack([views_t[v][i] for v, i in zip(pick.tolist(), idx.tolist())]).float()
             labels = labels_t[idx]
-            pair = tc.view_positive > 0 and len(views_t) > 1
             if pair:  # the same clips again, each in another rendering: a positive pair per passage
                 other = (pick + torch.randint(1, len(views_t), (len(idx),), generator=gen)) % len(views_t)
                 x2 = torch.stack([views_t[v][i] for v, i in zip(other.tolist(), idx.tolist())]).float()

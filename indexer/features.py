@@ -161,7 +161,8 @@ def extract_file(
         return hit
     pm = load_midi(p)
     notes = notes_sha256(pm)
-    base = cache.get(FeatureCache.key(digest, cfg, soundfont))
+    base_key = FeatureCache.key(digest, cfg, soundfont)
+    base = cache.get(base_key)
     rendered = 0.0
     if base is None:
         clips = render_clips(pm, cfg=cfg, soundfont=soundfont, path=p)
@@ -169,29 +170,24 @@ def extract_file(
         rendered += clips.rendered_seconds
     else:
         feats, starts, duration = base
-    cache.put(FeatureCache.key(digest, cfg, soundfont), feats, starts, duration, notes_sha256=notes)
-    views = []
+    if base is None or cache.notes_sha256(base_key) != notes:  # a new entry, or one kept without a fingerprint
+        cache.put(base_key, feats, starts, duration, notes_sha256=notes)
+
+    def view(variant: int | str, score: Any, programs: dict[int, int] | None = None) -> np.ndarray:
+        """The same windows rendered from ``score`` (with ``programs`` remapped), through the cache."""
+        nonlocal rendered
+        key = FeatureCache.key(digest, cfg, soundfont, variant)
+        got = cache.get(key)
+        if got is None:
+            clips = render_clips(score, cfg=cfg, soundfont=soundfont, path=p, programs=programs, starts=starts)
+            got = (cqt_features(clips.audio, cfg).astype(np.float16), starts, duration)
+            cache.put(key, *got)
+            rendered += clips.rendered_seconds
+        return got[0]
+
     programs = [i.program for i in pm.instruments if not i.is_drum]
-    for v in range(1, variants + 1):
-        key = FeatureCache.key(digest, cfg, soundfont, v)
-        got = cache.get(key)
-        if got is None:
-            remap = reorchestration(programs, key=digest, variant=v)
-            clips = render_clips(pm, cfg=cfg, soundfont=soundfont, path=p, programs=remap, starts=starts)
-            got = (cqt_features(clips.audio, cfg).astype(np.float16), starts, duration)
-            cache.put(key, *got)
-            rendered += clips.rendered_seconds
-        views.append(got[0])
-    named = {}
-    for name in orchestrations:
-        key = FeatureCache.key(digest, cfg, soundfont, name)
-        got = cache.get(key)
-        if got is None:
-            clips = render_clips(orchestrate(pm, name, key=digest), cfg=cfg, soundfont=soundfont, path=p, starts=starts)
-            got = (cqt_features(clips.audio, cfg).astype(np.float16), starts, duration)
-            cache.put(key, *got)
-            rendered += clips.rendered_seconds
-        named[name] = got[0]
+    views = [view(v, pm, reorchestration(programs, key=digest, variant=v)) for v in range(1, variants + 1)]
+    named = {name: view(name, orchestrate(pm, name, key=digest)) for name in orchestrations}
     return TrackFeatures(feats, starts, duration, digest, rendered, False, tuple(views), named, notes_sha256=notes)
 
 

@@ -419,18 +419,23 @@ def evaluate(
     )
 
 
+def _use_matplotlib() -> None:
+    """Select matplotlib's file-only backend; a missing matplotlib is a :class:`PlotError`."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError as e:
+        raise PlotError("plots need matplotlib: pip install 'musicidx[plots]' (or pass --no-plots)") from e
+
+
 def write_report(report: EvalReport, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
     """Write ``report.json`` and (with matplotlib) the PNGs; returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if plots:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-        except ImportError as e:
-            raise PlotError("plots need matplotlib: pip install 'musicidx[plots]' (or pass --no-plots)") from e
+        _use_matplotlib()
         written = [_plot_confusion(report, out), _plot_embeddings(report, out)]
         if report.novelty_loco:
             written.append(_plot_novelty(report, out))
@@ -697,13 +702,9 @@ def write_cross_report(report: CrossReport, out_dir: str | Path, *, plots: bool 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if plots and report.open:
-        try:
-            import matplotlib
+        _use_matplotlib()
+        import matplotlib.pyplot as plt
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as e:
-            raise PlotError("plots need matplotlib: pip install 'musicidx[plots]' (or pass --no-plots)") from e
         rows = report.rows
         known = [r["novelty"] for r in rows if r["known"]]
         fig, ax = plt.subplots(figsize=(7, 4))
