@@ -9,8 +9,11 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP  := $(VENV)/.musicidx-setup
+# `make test` also installs the optional engines (Ray, the HTTP server) and a headless browser,
+# so that CI tests them; `make demo` and a plain install never need them.
+TEST_STAMP := $(VENV)/.musicidx-test-extras
 
-.PHONY: setup system-deps demo test test-fast lint bench clean
+.PHONY: setup system-deps test-deps demo test test-fast lint bench clean
 
 setup: system-deps $(STAMP)
 	@$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
@@ -34,6 +37,23 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install -q ".[test,demo]"
 	@touch $@
 
+# Chromium and its driver for the page test of `musicidx serve` (Debian's packages).
+test-deps: setup $(TEST_STAMP)
+	@if command -v chromedriver >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 \
+	   || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1; }; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Chromium and chromedriver with apt-get (for the browser test)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; \
+	else \
+	  echo "no chromedriver: the browser test of 'musicidx serve' will be skipped"; \
+	fi
+
+$(TEST_STAMP): pyproject.toml $(STAMP)
+	@$(BIN)/pip install -q ".[test,demo,ray,serve]"
+	@$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
+	@touch $@
+
 demo: setup
 	$(BIN)/musicidx demo
 
@@ -42,7 +62,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: test-deps lint
 	$(BIN)/pytest
 
 test-fast: setup
