@@ -15,6 +15,8 @@ pretty_midi accepts (music21 writes 10,080 per beat) is re-timed on a coarser gr
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import os
@@ -356,12 +358,36 @@ def _import_fluidsynth() -> Any:
     return fluidsynth
 
 
+_DITHER_SEEDED = False
+
+
+def _seed_dither() -> None:
+    """Make FluidSynth's dither the same in every process.
+
+    FluidSynth converts to 16 bits with a dither table that it fills from the C library's
+    ``rand()`` once per process, when the first synthesiser is created; the audio therefore
+    depends on whatever called ``rand()`` in that process before (a Ray worker, a web server...)
+    by a least significant bit or two, which the log-CQT turns into visible differences in quiet
+    bins.  Seeding ``rand()`` with 1 (the C standard's initial state) just before the first
+    synthesiser gives every process the table of a fresh one."""
+    global _DITHER_SEEDED
+    if _DITHER_SEEDED:
+        return
+    _DITHER_SEEDED = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        libc.srand(ctypes.c_uint(1))
+    except (OSError, AttributeError):  # no C library to reach (unusual platforms): dither as it comes
+        pass
+
+
 class Synth:
     """One FluidSynth instance with a SoundFont loaded; renders the clip windows of one file."""
 
     def __init__(self, soundfont: SoundFont, sample_rate: int) -> None:
         fluidsynth = _import_fluidsynth()
         self.sample_rate = sample_rate
+        _seed_dither()
         self._fs = fluidsynth.Synth(
             gain=0.5,
             samplerate=float(sample_rate),

@@ -19,9 +19,10 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,6 +52,9 @@ from .store import (
     save_index,
     utc_now,
 )
+
+if TYPE_CHECKING:
+    from .distributed import RaySession
 
 #: ``progress(stage, done, total)``: stage is "features", "training" or "indexing".
 Progress = Callable[[str, int, int], None]
@@ -104,28 +108,29 @@ def prepare_corpus(
     variants: int = 0,
     orchestrations: Sequence[str] = (),
     progress: Progress | None = None,
+    ray: RaySession | None = None,
 ) -> Corpus:
     """Scan ``midi_dir`` and extract the features of every file (and, for ``musicidx eval``, of
     the same windows in each of the named ``orchestrations``).
 
     ``cache_dir``: a folder, ``True`` for the default (``$XDG_CACHE_HOME/musicidx``) or
-    ``None``/``False`` for no cache.  With ``strict``, the first file that fails raises.
+    ``None``/``False`` for no cache.  With ``strict``, the first file that fails raises.  With
+    ``ray``, the files are spread over that Ray cluster instead of local processes.
     """
     began = time.monotonic()
     cfg = features or FeatureConfig()
     sf = soundfont if isinstance(soundfont, SoundFont) else find_soundfont(soundfont)
     cache = default_cache_dir() if cache_dir is True else (cache_dir or None)
     tracks = scan_corpus(midi_dir)
-    results = extract_many(
-        [t.path for t in tracks],
-        cfg=cfg,
-        soundfont=sf,
-        cache_dir=cache,
-        workers=workers or default_workers(),
-        variants=variants,
-        orchestrations=orchestrations,
-        on_done=None if progress is None else (lambda d, n: progress("features", d, n)),
+    paths = [t.path for t in tracks]
+    on_done = None if progress is None else (lambda d, n: progress("features", d, n))
+    opts: dict[str, Any] = dict(
+        cfg=cfg, soundfont=sf, cache_dir=cache, variants=variants, orchestrations=orchestrations, on_done=on_done
     )
+    if ray is None:
+        results = extract_many(paths, workers=workers or default_workers(), **opts)
+    else:  # workers caps the actor pool; by default every CPU of the cluster
+        results = ray.extract_many(paths, workers=workers, **opts)
     kept_t, kept_f, skipped = [], [], []
     for t, r in zip(tracks, results):
         if isinstance(r, MusicIdxError):
@@ -399,10 +404,12 @@ def fit_index(
     accept_rate: float = 0.95,
     faiss_kind: str = "auto",
     progress: Progress | None = None,
+    ray: RaySession | None = None,
 ) -> tuple[IndexContents, FitReport]:
     """Train on ``corpus``, calibrate the novelty threshold, index every track.
 
-    Returns the index contents (not yet saved) and a report.
+    Returns the index contents (not yet saved) and a report.  With ``ray``, the clips to index
+    are embedded on that Ray cluster (training stays here).
     """
     import torch
 
@@ -476,7 +483,7 @@ def fit_index(
     t0 = time.monotonic()
     all_idx = np.arange(len(corpus.tracks))
     every = stack_clips(corpus, all_idx)
-    emb = embed(model, every.feats)
+    emb = embed(model, every.feats) if ray is None else ray.embed(model, every.feats, threads=torch.get_num_threads())
     index, kind = make_faiss_index(mc.embedding_dim, len(emb), faiss_kind)
     index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
     if progress is not None:
@@ -611,6 +618,7 @@ class BuildReport:
     cached_tracks: int
     soundfont: SoundFont
     seconds: dict[str, float]
+    cluster: str | None = None  # where the parallel stages ran, with --ray
 
 
 def build_index(
@@ -628,44 +636,75 @@ def build_index(
     strict: bool = False,
     faiss_kind: str = "auto",
     progress: Progress | None = None,
+    ray: str | None = None,
 ) -> BuildReport:
     """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically).
 
     ``out`` must be new, empty, or an index musicidx wrote, and must neither be, lie inside nor
     contain ``midi_dir``; anything else is refused before any work (see
-    :func:`~musicidx.indexer.store.check_index_destination`)."""
+    :func:`~musicidx.indexer.store.check_index_destination`).
+
+    ``ray``: ``"auto"`` or a cluster address to run feature extraction and embedding as Ray
+    Data stages (see :mod:`musicidx.indexer.distributed`); the index is the one a local build
+    makes.  ``None`` (the default) never imports Ray."""
     began = time.monotonic()
     check_corpus_folder(midi_dir)
     check_index_destination(out, source=midi_dir)  # fail now, not after training; never destroy a user's folder
-    corpus = prepare_corpus(
-        midi_dir,
-        features=features,
-        soundfont=soundfont,
-        cache_dir=cache_dir,
-        workers=workers,
-        strict=strict,
-        variants=(train_config or TrainConfig()).program_variants,
-        progress=progress,
-    )
-    contents, fit = fit_index(
-        corpus,
-        model_config=model_config,
-        train_config=train_config,
-        k=k,
-        accept_rate=accept_rate,
-        faiss_kind=faiss_kind,
-        progress=progress,
-    )
-    contents.manifest["skipped"] = [{"path": p, "reason": r} for p, r in corpus.skipped]
-    contents.manifest["soundfont"]["rendered_seconds"] = corpus.rendered_seconds
-    t0 = time.monotonic()
-    save_index(contents, out)
-    seconds = {
-        "features": corpus.seconds,
-        **fit.seconds,
-        "save": time.monotonic() - t0,
-        "total": time.monotonic() - began,
-    }
-    return BuildReport(
-        Path(out), fit, corpus.skipped, corpus.rendered_seconds, corpus.cached_tracks, corpus.soundfont, seconds
-    )
+    with _cluster(ray) as session:
+        corpus = prepare_corpus(
+            midi_dir,
+            features=features,
+            soundfont=soundfont,
+            cache_dir=cache_dir,
+            workers=workers,
+            strict=strict,
+            variants=(train_config or TrainConfig()).program_variants,
+            progress=progress,
+            ray=session,
+        )
+        contents, fit = fit_index(
+            corpus,
+            model_config=model_config,
+            train_config=train_config,
+            k=k,
+            accept_rate=accept_rate,
+            faiss_kind=faiss_kind,
+            progress=progress,
+            ray=session,
+        )
+        contents.manifest["skipped"] = [{"path": p, "reason": r} for p, r in corpus.skipped]
+        cluster = None if session is None else session.describe()
+        if session is not None:
+            contents.manifest["ray"] = {
+                "nodes": session.nodes,
+                "cpus": session.cpus,
+                "started_locally": session.started,
+            }
+        contents.manifest["soundfont"]["rendered_seconds"] = corpus.rendered_seconds
+        t0 = time.monotonic()
+        save_index(contents, out)
+        seconds = {
+            "features": corpus.seconds,
+            **fit.seconds,
+            "save": time.monotonic() - t0,
+            "total": time.monotonic() - began,
+        }
+        return BuildReport(
+            Path(out),
+            fit,
+            corpus.skipped,
+            corpus.rendered_seconds,
+            corpus.cached_tracks,
+            corpus.soundfont,
+            seconds,
+            cluster,
+        )
+
+
+def _cluster(address: str | None) -> AbstractContextManager[RaySession | None]:
+    """A Ray session for ``--ray ADDRESS`` (Ray imported only then), else nothing."""
+    if address is None:
+        return nullcontext()
+    from .distributed import ray_session
+
+    return ray_session(address)

@@ -231,6 +231,31 @@ def _safe_extract(
         return MusicIdxError(f"unexpected {type(e).__name__} while reading: {e}", path=path)
 
 
+def cache_hits(
+    paths: Sequence[str | Path],
+    *,
+    cfg: FeatureConfig,
+    soundfont: SoundFont,
+    cache: FeatureCache,
+    variants: int = 0,
+    orchestrations: tuple[str, ...] = (),
+) -> tuple[list[TrackFeatures | MusicIdxError | None], list[int]]:
+    """The features of every path already in the cache (``None`` where not), and the indices
+    of the paths still to extract: answered in this process, so a warm run starts no worker."""
+    results: list[TrackFeatures | MusicIdxError | None] = [None] * len(paths)
+    todo: list[int] = []
+    for i, p in enumerate(paths):
+        try:
+            hit = _cached(file_sha256(p), cfg, soundfont, cache, variants, orchestrations) if cache.root else None
+        except OSError:
+            hit = None
+        if hit is not None:
+            results[i] = hit
+        else:
+            todo.append(i)
+    return results, todo
+
+
 def extract_many(
     paths: Sequence[str | Path],
     *,
@@ -251,17 +276,7 @@ def extract_many(
     """
     cache = FeatureCache(cache_dir)
     orch = tuple(orchestrations)
-    results: list[TrackFeatures | MusicIdxError | None] = [None] * len(paths)
-    todo: list[int] = []
-    for i, p in enumerate(paths):  # cache hits first, in this process: no pool for a warm run
-        try:
-            hit = _cached(file_sha256(p), cfg, soundfont, cache, variants, orch) if cache.root else None
-        except OSError:
-            hit = None
-        if hit is not None:
-            results[i] = hit
-        else:
-            todo.append(i)
+    results, todo = cache_hits(paths, cfg=cfg, soundfont=soundfont, cache=cache, variants=variants, orchestrations=orch)
     done = len(paths) - len(todo)
     if on_done is not None:
         on_done(done, len(paths))

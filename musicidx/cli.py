@@ -112,6 +112,16 @@ def cli() -> None:
     show_default=True,
     help="FAISS index: exact up to 100,000 clips, HNSW above (auto), or forced.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[auto|ADDRESS]",
+    help="Render, CQT and embed on a Ray cluster (extra musicidx[ray]): 'auto' joins the running one "
+    "or starts one here; ADDRESS joins that one. The cache must then be on a folder all nodes share.",
+)
 @json_option
 def build(
     midi_dir: Path,
@@ -126,6 +136,7 @@ def build(
     no_cache: bool,
     strict: bool,
     faiss_kind: str,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Build an index from MIDI_DIR/<Composer>/*.mid."""
@@ -146,6 +157,7 @@ def build(
         strict=strict,
         faiss_kind=faiss_kind,
         progress=Progress(),
+        ray=ray_address,
     )
     click.echo(_json(_build_dict(report)) if as_json else _render_build(report))
 
@@ -385,6 +397,7 @@ def _build_dict(r: Any) -> dict[str, Any]:
         "cached_tracks": r.cached_tracks,
         "skipped": [{"path": p, "reason": why} for p, why in r.skipped],
         "seconds": r.seconds,
+        "ray": r.cluster,
     }
 
 
@@ -404,6 +417,8 @@ def _render_build(r: Any) -> str:
         f"faiss        {f.faiss_kind}, k={f.k}",
         "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items()),
     ]
+    if r.cluster:
+        lines.append(f"ray          features and embeddings on {r.cluster}")
     lines += [f"warning      {w}" for w in f.warnings]
     if r.skipped:
         lines.append(f"skipped      {len(r.skipped)} file(s):")
