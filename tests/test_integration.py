@@ -310,6 +310,23 @@ def test_help_answers_without_heavy_imports(tmp_path: Path) -> None:
     assert _run(["-m", "musicidx", "--version"], tmp_path).stdout == f"musicidx, version {package_version()}\n"
 
 
+@pytest.mark.slow
+@pytest.mark.fluidsynth
+def test_a_local_build_and_query_never_import_the_optional_engines(corpus_dir: Path, tmp_path: Path) -> None:
+    """Ray (``--ray``) and the HTTP server (``serve``) are extras: without them asked for, the core
+    does not import them, installed or not."""
+    tests = Path(__file__).resolve().parent
+    code = (
+        f"import sys; sys.path.insert(0, {str(tests)!r}); from tiny import FEATURES, MODEL, TRAIN; "
+        "from musicidx.indexer.build import build_index; from musicidx.query.engine import Searcher; "
+        f"build_index({str(corpus_dir)!r}, out={str(tmp_path / 'idx')!r}, cache_dir={str(tmp_path / 'c')!r}, "
+        "features=FEATURES, model_config=MODEL, train_config=TRAIN, workers=2); "
+        f"Searcher({str(tmp_path / 'idx')!r}).query({str(next(corpus_dir.glob('*/*.mid')))!r}); "
+        "print(sorted(m for m in ('ray', 'fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
+    )
+    assert _run(["-c", code], tmp_path).stdout.splitlines()[-1] == "[]"
+
+
 def test_json_stdout_stays_clean_when_ci_is_set(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
     """pyfluidsynth prints "'fluidsynth' was found at ..." on import when $CI is set."""
     f = corpus_dir / "Beta" / TRACK_NAMES[0]
