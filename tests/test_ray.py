@@ -200,3 +200,19 @@ def test_ray_needs_the_feature_cache(
     with pytest.raises(MusicIdxError, match="--ray needs the feature cache"):
         build_tiny(corpus, tmp_path / "idx", None, ray="auto")
     assert not (tmp_path / "idx").exists()
+
+
+def test_the_cache_is_shared_with_local_builds_and_reruns_do_only_what_is_missing(
+    cluster: None, corpus: Path, tmp_path: Path, build_tiny: Callable[..., Any]
+) -> None:
+    cache = tmp_path / "cache"
+    first = build_tiny(corpus, tmp_path / "a", cache, ray="auto")
+    assert first.cached_tracks == 0 and first.rendered_seconds > 0
+    local = build_tiny(corpus, tmp_path / "b", cache, workers=2)  # the local path reuses the cluster's work
+    assert local.cached_tracks == 12 and local.rendered_seconds == 0
+    entries = sorted(cache.glob("features-v*/*/*.npz"))
+    for p in entries[:2]:  # as if the build had died with two files left
+        p.unlink()
+    again = build_tiny(corpus, tmp_path / "c", cache, ray="auto")
+    assert again.cached_tracks == 10 and 0 < again.rendered_seconds < first.rendered_seconds
+    _same_index(tmp_path / "a", tmp_path / "c")
