@@ -263,9 +263,12 @@ class _EmbedWorker:
         return {"chunk": np.array(ids, dtype=np.int64), "embedding": np.array(emb, dtype=object)}
 
 
-def _quiet(ray: Any) -> None:
-    """Keep Ray's progress bars and INFO lines off the terminal: stdout may be a JSON report."""
+def _configure(ray: Any) -> None:
+    """Keep Ray's progress bars and INFO lines off the terminal (stdout may be a JSON report), and
+    let a batch that failed all its retries drop out instead of failing the whole stage: the
+    feature stage reports its file as unusable, the embedding stage raises (see above)."""
     ctx = ray.data.DataContext.get_current()
+    ctx.max_errored_blocks = -1
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
@@ -318,7 +321,7 @@ def ray_session(address: str = "auto", *, num_cpus: int | None = None) -> Iterat
                     f"cannot reach a Ray cluster at {address} ({str(e).splitlines()[0][:160]}); start one with "
                     "'ray start --head' and pass the address it prints, or use --ray auto"
                 ) from e
-    _quiet(ray)
+    _configure(ray)
     try:
         yield RaySession(ray, address, started)
     finally:
