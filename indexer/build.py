@@ -657,6 +657,7 @@ def build_index(
         progress=progress,
     )
     contents.manifest["skipped"] = [{"path": p, "reason": r} for p, r in corpus.skipped]
+    contents.manifest["corpus_root"] = str(Path(midi_dir).resolve())  # where clips.parquet's paths are relative to
     contents.manifest["soundfont"]["rendered_seconds"] = corpus.rendered_seconds
     t0 = time.monotonic()
     save_index(contents, out)
