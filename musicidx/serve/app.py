@@ -219,11 +219,11 @@ async def read_uploads(request: Request, folder: Path, *, max_bytes: int, max_fi
     def on_headers_finished() -> None:
         _, opts = parse_options_header(st["headers"].get(b"content-disposition", b""))
         filename = opts.get(b"filename")
-        if filename is None:
-            return  # a plain form field: read and ignored
+        if not filename:
+            return  # a plain form field, or a form's file input left empty: read and ignored
         if len(uploads) >= max_files:
             raise TooLarge(f"more than {max_files} files in one request; send at most {max_files}")
-        name = filename.decode("utf-8", "backslashreplace") or f"upload-{len(uploads)}"
+        name = filename.decode("utf-8", "backslashreplace")
         path = folder / f"{len(uploads)}.mid"
         st.update(fh=os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"), name=name)
         uploads.append(Upload(name, path))

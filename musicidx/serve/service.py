@@ -433,12 +433,24 @@ class QueryService:
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         pool = self.pool
         try:
-            return await asyncio.wrap_future(pool.submit(fn, *args, **kwargs))
-        except BrokenProcessPool as e:  # a worker died (killed, or crashed in native code): new workers
-            if self.pool is pool:
-                self.pool = self._new_pool()
-                pool.shutdown(wait=False, cancel_futures=True)
-            raise ServeError("a worker process died while answering; the server has started new ones, try again") from e
+            future = pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:  # a worker died before this task: it never ran, so run it on new workers
+            self._replace_pool(pool)
+            pool = self.pool
+            future = pool.submit(fn, *args, **kwargs)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool as e:  # a worker died while on it (killed, or crashed in native code)
+            self._replace_pool(pool)
+            raise ServeError(
+                "a worker process died while answering; the server has started new ones: try again, and if it "
+                "happens again with this file, the file crashes the renderer"
+            ) from e
+
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        if self.pool is broken:
+            self.pool = self._new_pool()
+            broken.shutdown(wait=False, cancel_futures=True)
 
     @contextlib.contextmanager
     def upload_folder(self) -> Iterator[Path]:
