@@ -160,7 +160,8 @@ async function ask(file) {
     const body = await resp.json().catch(() => ({}));
     if (!resp.ok) {
       $("answer").hidden = true;
-      return setStatus(`Cannot answer for ${file.name}: ${body.detail || resp.statusText}`, true);
+      const reason = body.answers && body.answers[0] && body.answers[0].error;
+      return setStatus(reason ? `Cannot answer for ${body.answers[0].file}: ${reason}` : (body.detail || resp.statusText), true);
     }
     const a = body.answers[0];
     const seconds = ((performance.now() - began) / 1000).toFixed(1);
