@@ -12,6 +12,9 @@ Endpoints::
     GET  /                the page (static/index.html, app.js, style.css)
     GET  /docs            OpenAPI documentation (/openapi.json)
 
+Every answer carries the index generation that made it (``X-Musicidx-Generation``: 1 at start,
+one more for each rebuilt index picked up).
+
 Statuses: 401 without the bearer token (when the server has one), 413 an upload over the size
 limit or too many files, 415 not multipart, 422 a file that is not MIDI or breaks a limit (the
 body's ``detail`` is the one-line reason ``musicidx query`` gives; ``answers`` still holds every
@@ -151,7 +154,7 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
             name, first = outcome.failures[0]
             status = 422 if all(is_input_fault(e) for _, e in outcome.failures) else 500
             body["detail"] = f"{name}: {first.reason}"
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers={"X-Musicidx-Generation": str(outcome.generation)})
 
     @app.get(
         "/v1/clip",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
 import functools
 import io
 import math
@@ -203,15 +204,6 @@ def _init_worker() -> None:
     _import_fluidsynth()
 
 
-def _warm(features: FeatureConfig) -> int:
-    """Make the CQT kernels of ``features`` in this worker before the first request needs them."""
-    from musicidx.encoder.frontend import cqt_layer
-
-    cqt_layer(features)
-    time.sleep(0.2)  # long enough that the next warm-up task lands on another process
-    return os.getpid()
-
-
 @dataclass(frozen=True)
 class Features:
     """A file's clips as a worker computed them: what the server embeds and answers from."""
@@ -234,7 +226,38 @@ def file_features(path: str, *, features: FeatureConfig, soundfont: SoundFont) -
         return e
     except Exception as e:  # a hostile file must not take the worker down with an odd exception
         return InvalidMidiError(f"unexpected {type(e).__name__} while reading: {e}", path=path)
+    finally:
+        _trim()
     return Features(tf.feats, tf.starts, tf.notes_sha256, time.perf_counter() - began)
+
+
+def _warm(path: str, features: FeatureConfig, soundfont: SoundFont) -> Features | MusicIdxError:
+    """In a worker: answer the warm-up piece once, then linger so that the next warm-up task
+    lands on another process."""
+    got = file_features(path, features=features, soundfont=soundfont)
+    time.sleep(0.3)
+    return got
+
+
+def _trim() -> None:
+    """Give the memory freed by a file back to the system (glibc keeps it otherwise, and a
+    long-running worker's RSS would track its largest file, not what it holds)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def warm_up_piece(path: Path) -> Path:
+    """A 12-second piece for piano, strings and drums, to render at start-up."""
+    from musicidx.encoder.render import _quiet_pretty_midi
+
+    pretty_midi = _quiet_pretty_midi()
+    pm = pretty_midi.PrettyMIDI()
+    for program, is_drum, pitches in ((0, False, (60, 64, 67, 72)), (48, False, (48, 55)), (0, True, (36, 38, 42))):
+        inst = pretty_midi.Instrument(program, is_drum=is_drum)
+        inst.notes = [pretty_midi.Note(90, pitches[i % len(pitches)], i * 0.25, i * 0.25 + 0.5) for i in range(48)]
+        pm.instruments.append(inst)
+    pm.write(str(path))
+    return path
 
 
 def render_wav(path: str, start: float, *, features: FeatureConfig, soundfont: SoundFont) -> bytes | MusicIdxError:
@@ -249,6 +272,8 @@ def render_wav(path: str, start: float, *, features: FeatureConfig, soundfont: S
         return e
     except Exception as e:
         return InvalidMidiError(f"unexpected {type(e).__name__} while rendering: {e}", path=path)
+    finally:
+        _trim()
     return wav_bytes(clips.audio[0], features.sample_rate)
 
 
@@ -285,6 +310,7 @@ class QueryOutcome:
 
     answers: list[dict[str, Any]]
     failures: list[tuple[str, MusicIdxError]]
+    generation: int  # the index generation that answered
     audio: list[dict[str, Any] | None] | None = None
 
 
@@ -317,11 +343,21 @@ class QueryService:
         # spawn: forking a process that has started torch's and FAISS's threads is unsafe
         return ProcessPoolExecutor(self.config.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
 
-    def warm_up(self) -> list[int]:
-        """Start every worker process and make its CQT kernels now, not at the first request."""
-        features = self.generation.searcher.features
-        futures = [self.pool.submit(_warm, features) for _ in range(self.config.workers)]
-        return [f.result() for f in futures]
+    def warm_up(self) -> None:
+        """Start every worker process and have each render a short piece (SoundFont, CQT kernels,
+        allocator), and answer it once here (the encoder's first pass): the first requests then
+        pay none of it, and a missing FluidSynth is an error at start, not at the first request."""
+        s = self.generation.searcher
+        piece = warm_up_piece(self.workdir / "warm-up.mid")
+        try:
+            futures = [self.pool.submit(_warm, str(piece), s.features, s.soundfont) for _ in range(self.config.workers)]
+            results = [f.result() for f in futures]
+            for got in results:
+                if isinstance(got, MusicIdxError):
+                    raise got
+                s.query_features(got.feats, got.starts, name=piece.name, notes_sha256=got.notes_sha256)
+        finally:
+            piece.unlink()
 
     def close(self) -> None:
         if self._closed:
@@ -472,7 +508,7 @@ class QueryService:
             results = await asyncio.gather(
                 *(self._run(file_features, str(u.path), features=s.features, soundfont=s.soundfont) for u in uploads)
             )
-            out = QueryOutcome([], [])
+            out = QueryOutcome([], [], gen.number)
             for u, r in zip(uploads, results):
                 if isinstance(r, MusicIdxError):
                     out.answers.append({"file": u.name, "error": r.reason})
@@ -488,6 +524,7 @@ class QueryService:
                     await asyncio.gather(*(self._query_clip(u, a, s) for u, a in zip(uploads, out.answers)))
                 )
         self.answered += len(uploads)
+        _trim()
         return out
 
     async def _query_clip(self, u: Upload, answer: dict[str, Any], s: Any) -> dict[str, Any] | None:
