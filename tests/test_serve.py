@@ -253,12 +253,13 @@ def test_uploads_live_only_in_a_private_folder_and_are_deleted(
 
 
 @pytest.mark.fluidsynth
-def test_info_health_docs_and_page(client: Any, built_index: Path) -> None:
+def test_info_health_docs_and_page(client: Any, built_index: Path, corpus_dir: Path) -> None:
     info = client.get("/v1/info").json()
     manifest = json.loads((built_index / "manifest.json").read_text())
     assert info["composers"] == manifest["composers"] and info["counts"] == manifest["counts"]
     assert info["k"] == manifest["k"] and info["threshold"] == manifest["novelty"]["threshold"]
     assert info["limits"]["max_upload_bytes"] == 32 * 2**20
+    assert info["corpus_root"] == str(corpus_dir.resolve())  # recorded by build: the clip player finds the MIDI
     h = client.get("/healthz").json()
     assert h["status"] == "ok" and h["generation"] == 1 and h["in_flight"] == 0
     spec = client.get("/openapi.json").json()
@@ -295,6 +296,8 @@ def test_audio_of_the_best_matching_query_clip_and_of_the_training_clip(
     t = client.get("/v1/clip", params={"track": best["path"], "start": best["match_start_s"]})
     assert t.status_code == 200 and t.headers["content-type"] == "audio/wav"
     assert _wav(t.content) == (FEATURES.sample_rate, FEATURES.clip_seconds)
+    near = client.get("/v1/clip", params={"track": best["path"], "start": best["match_start_s"] + 0.0009})
+    assert near.content == t.content  # the start as answers round it finds the clip
     r = client.get("/v1/clip", params={"track": best["path"], "start": best["match_start_s"] + 0.5})
     assert r.status_code == 404 and "has no clip of" in r.json()["detail"]  # only clips of the index
 

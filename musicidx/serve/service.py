@@ -161,12 +161,13 @@ class Generation:
         ):
             self._clips.setdefault(path, []).append((float(start), sha))
 
-    def clip(self, track: str, start: float) -> str:
-        """The sha256 of the training file ``track`` when the index holds a clip of it starting at
-        ``start`` seconds (to the millisecond); :class:`NotFound` otherwise."""
+    def clip(self, track: str, start: float) -> tuple[float, str]:
+        """The exact start and the file's sha256 of the clip of the training file ``track`` that
+        starts at ``start`` seconds (as answers round it: to the millisecond); :class:`NotFound`
+        when the index holds no such clip."""
         for s, sha in self._clips.get(track, []):
-            if abs(s - start) < 5e-4:
-                return sha
+            if abs(s - start) <= 1e-3:
+                return s, sha
         raise NotFound(f"the index has no clip of {track!r} starting at {start:g} s")
 
 
@@ -536,14 +537,15 @@ class QueryService:
             return None
         return {"start_s": start, "seconds": s.features.clip_seconds, "wav": _data_url(wav)}
 
-    def training_file(self, track: str, start: float) -> Path:
+    def training_file(self, track: str, start: float) -> tuple[Path, float]:
         """The training MIDI file of a clip of the index, where it is now: under one of the
-        ``midi_dirs`` or the build's ``corpus_root``, with the content it was indexed with.
-        :class:`NotFound` when the index has no such clip or the file is gone or changed."""
+        ``midi_dirs`` or the build's ``corpus_root``, with the content it was indexed with, and the
+        clip's exact start.  :class:`NotFound` when the index has no such clip or the file is gone
+        or changed."""
         from musicidx.encoder.render import file_sha256
 
         gen = self.generation
-        sha = gen.clip(track, start)
+        exact, sha = gen.clip(track, start)
         root = gen.searcher.manifest.get("corpus_root")
         roots = [*self.config.midi_dirs, *([Path(root)] if root else [])]
         changed = None
@@ -552,7 +554,7 @@ class QueryService:
             if p.is_file():
                 try:
                     if file_sha256(p) == sha:
-                        return p
+                        return p, exact
                 except OSError:
                     continue
                 changed = p
@@ -563,10 +565,10 @@ class QueryService:
 
     async def training_clip_wav(self, track: str, start: float) -> bytes:
         """The training clip ``track`` at ``start`` seconds, rendered as the index heard it, as WAV."""
-        path = self.training_file(track, start)
+        path, exact = self.training_file(track, start)
         s = self.generation.searcher
         with self.admitted(1):
-            wav = await self._run(render_wav, str(path), start, features=s.features, soundfont=s.soundfont)
+            wav = await self._run(render_wav, str(path), exact, features=s.features, soundfont=s.soundfont)
         if isinstance(wav, MusicIdxError):
             raise BadInput(f"the training MIDI cannot be rendered: {wav.reason}", path=path)
         return bytes(wav)
