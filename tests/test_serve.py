@@ -207,9 +207,15 @@ def test_a_full_queue_is_503_with_retry_after(client: Any, service: Any, good_mi
         assert int(r.headers["retry-after"]) >= 1
         assert r.json()["detail"].startswith(f"busy: {service.capacity - 1} files in work or queued, room for ")
         assert _post(client, [good_midi]).status_code == 200  # one still fits
+        service.in_flight = service.capacity
+        malformed = {"content-type": "multipart/form-data; boundary=x"}
+        r = client.post("/v1/query", content=b"not even multipart", headers=malformed)
+        assert r.status_code == 503  # refused before the body was read (it would be 422)
     finally:
         service.in_flight = 0
     assert _post(client, [good_midi, good_midi]).status_code == 200
+    r = client.post("/v1/query", content=b"not even multipart", headers=malformed)
+    assert r.status_code == 422 and r.json()["detail"].startswith("malformed multipart body")
 
 
 @pytest.mark.fluidsynth

@@ -141,6 +141,7 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
     ) -> JSONResponse:
         """Name the composer of each uploaded MIDI file: per file, in order, what
         `musicidx query --json` prints for it."""
+        service.check_room(1)  # a full server refuses before reading any upload
         with service.upload_folder() as folder:
             uploads = await read_uploads(
                 request, folder, max_bytes=service.config.max_upload_bytes, max_files=service.config.max_files

@@ -453,14 +453,19 @@ class QueryService:
         """Seconds until the queue has probably drained enough for another file."""
         return max(1, math.ceil(self.in_flight / self.config.workers * self._task_seconds))
 
-    @contextlib.contextmanager
-    def admitted(self, files: int) -> Iterator[None]:
-        """Hold ``files`` places of the bounded queue; :class:`Busy` when there are not that many."""
+    def check_room(self, files: int = 1) -> None:
+        """:class:`Busy` unless the queue has room for ``files`` more files now (asked before an
+        upload is read, so that a full server refuses it without reading it)."""
         if self.in_flight + files > self.capacity:
             raise Busy(
                 f"busy: {self.in_flight} files in work or queued, room for {self.capacity}; try again shortly",
                 retry_after=self.retry_after(),
             )
+
+    @contextlib.contextmanager
+    def admitted(self, files: int) -> Iterator[None]:
+        """Hold ``files`` places of the bounded queue; :class:`Busy` when there are not that many."""
+        self.check_room(files)
         self.in_flight += files
         try:
             yield
