@@ -360,6 +360,11 @@ def test_a_swapped_index_is_picked_up_without_failing_a_request_in_flight(
             assert await service.maybe_reload(force=True)
             first = (await in_flight).answers[0]
             second = (await service.query([u])).answers[0]
+            # an index folder that cannot be loaded is reported and the one loaded keeps serving
+            (index_copy / "manifest.json").write_text("{ half written")
+            assert not await service.maybe_reload(force=True)
+            assert f"{index_copy}/manifest.json: manifest.json is not valid JSON" in service.health()["reload_error"]
+            assert (await service.query([u])).answers[0] == second
             return first, swapped_while_in_flight, second
 
         first, swapped_while_in_flight, second = asyncio.run(scenario())

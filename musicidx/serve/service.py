@@ -3,19 +3,19 @@
 :class:`QueryService` keeps the current :class:`Generation` -- a loaded
 :class:`~musicidx.query.engine.Searcher` and the identity of the index directory it came from.
 A rebuild replaces the directory in one atomic swap (``renameat2`` in
-:func:`~musicidx.indexer.store.save_index`), which gives the path a new inode: :meth:`QueryService.maybe_reload`
-notices that, loads the new index off the event loop and switches to it only once it is loaded.
-A request keeps the generation it started with, so the requests in flight at the swap finish on
-the index they began with and none is dropped.
+:func:`~musicidx.indexer.store.save_index`), which gives the path a new inode:
+:meth:`QueryService.maybe_reload` notices that, loads the new index off the event loop and
+switches to it only once it is loaded.  A request keeps the generation it started with, so the
+requests in flight at the swap finish on the index they began with and none is dropped.
 
-Rendering and the CQT -- nine tenths of a query's time -- run in ``workers`` processes (one
-torch thread each: the work of one file is single-threaded, so files in parallel scale with
-cores).  Their features come back to the server process, where one thread embeds, searches and
-answers with :meth:`Searcher.query_features`: the very code ``musicidx query`` runs, with the
-same torch thread count, so an answer is the CLI's to the last digit (the embedding's float
-sums depend on the thread count; the CQT features do not).  At most ``workers + queue`` files are admitted at
-once; beyond that a request is refused at once (:class:`Busy`, HTTP 503 with Retry-After) rather
-than queued without bound.
+Rendering and the CQT -- most of a query's time -- run in ``workers`` processes (one torch thread
+each: the work of one file is single-threaded, so files in parallel scale with cores).  Their
+features come back to the server process, where one thread embeds, searches and answers with
+:meth:`Searcher.query_features`: the very code ``musicidx query`` runs, with the same torch thread
+count, so an answer is the CLI's to the last digit (the embedding's float sums depend on the
+thread count; the CQT features do not).  At most ``workers + queue`` files are admitted at once;
+beyond that a request is refused at once (:class:`Busy`, HTTP 503 with Retry-After) rather than
+queued without bound.
 
 Uploads live only in a private folder (mode 0700) made for the process, one sub-folder per
 request, deleted when the answer is made.  Library code: nothing here prints or imports the web
@@ -387,8 +387,8 @@ class QueryService:
         self._reloading = True
         try:
             gen = await asyncio.to_thread(load_generation, self.config, self.generation.number + 1)
-        except MusicIdxError as e:
-            self.reload_error = str(e)
+        except Exception as e:  # a half-copied or damaged folder: keep serving, try again at the next check
+            self.reload_error = str(e) if isinstance(e, MusicIdxError) else f"unexpected {type(e).__name__}: {e}"
             return False
         finally:
             self._reloading = False
