@@ -323,19 +323,19 @@ def demo(out: Path, as_json: bool) -> None:
 @cli.command()
 @index_option
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to listen on; others than loopback want --token."
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on; any but loopback wants --token."
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option(
     "--token", envvar="MUSICIDX_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1/* (or $MUSICIDX_TOKEN)."
 )
-@click.option("--workers", type=click.IntRange(1, 64), help="Processes that render and embed [cores, at most 4].")
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes that render and CQT [one per core, at most 4].")
 @click.option(
     "--queue",
     type=click.IntRange(0, 10_000),
     default=32,
     show_default=True,
-    help="Files waiting beyond the workers' before 503.",
+    help="Files that may wait for a worker; more get 503.",
 )
 @click.option(
     "--max-upload-mb",
