@@ -673,6 +673,7 @@ def build_index(
             ray=session,
         )
         contents.manifest["skipped"] = [{"path": p, "reason": r} for p, r in corpus.skipped]
+        contents.manifest["corpus_root"] = str(Path(midi_dir).resolve())  # what clips.parquet's paths are relative to
         cluster = None if session is None else session.describe()
         if session is not None:
             contents.manifest["ray"] = {

@@ -332,6 +332,68 @@ def demo(out: Path, as_json: bool) -> None:
     click.echo(_json(r.to_dict()) if as_json else _render_demo(r))
 
 
+@cli.command()
+@index_option
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on; any but loopback wants --token."
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--token", envvar="MUSICIDX_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1/* (or $MUSICIDX_TOKEN)."
+)
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes that render and CQT [one per core, at most 4].")
+@click.option(
+    "--queue",
+    type=click.IntRange(0, 10_000),
+    default=32,
+    show_default=True,
+    help="Files that may wait for a worker; more get 503.",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(0.001, 32),
+    default=32,
+    show_default=True,
+    help="Largest upload (413 above).",
+)
+@click.option(
+    "--midi-dir",
+    "midi_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Where the training MIDI is, for the clip player [the build's folder].",
+)
+@soundfont_option
+def serve(
+    index_dir: Path,
+    host: str,
+    port: int,
+    token: str | None,
+    workers: int | None,
+    queue: int,
+    max_upload_mb: float,
+    midi_dirs: tuple[Path, ...],
+    soundfont: Path | None,
+) -> None:
+    """Answer over HTTP with the index loaded once: POST /v1/query, GET /v1/info, /healthz, a page at /, /docs."""
+    try:
+        from musicidx.serve.app import Server
+        from musicidx.serve.service import ServeConfig
+    except ImportError as e:
+        raise MusicIdxError(
+            f"'musicidx serve' needs the serve extra (no {e.name}): pip install 'musicidx[serve]'"
+        ) from e
+    config = ServeConfig(
+        index_dir, queue=queue, max_upload_bytes=int(max_upload_mb * 2**20), token=token or None,
+        midi_dirs=midi_dirs, soundfont=soundfont, **({"workers": workers} if workers else {}),
+    )  # fmt: skip
+    server = Server.start(config, host=host, port=port)
+    click.echo(f"serving {index_dir} at {server.url} ({server.service.summary()}); Ctrl-C stops", err=True)
+    if not token and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"musicidx: warning: listening on {host} without --token: anyone who reaches it can query", err=True)
+    server.run()
+
+
 def _render_demo(r: Any) -> str:
     w = max(len(x.file) for x in r.rows)
     lines = [f"{'held-out piece':<{w}}  {'composer':<11} {'answer':<11} {'conf':>5} {'novelty':>7}  verdict"]
