@@ -121,9 +121,10 @@ def sample_local(model: dict[str, np.ndarray], n: int, rng: np.random.Generator)
     nb = model["neighbours"]
     k = nb.shape[1]
     base = rng.integers(0, len(x), n)
-    w = rng.standard_normal((n, k)).astype(np.float32) / np.float32(np.sqrt(k))
-    out = x[base]
-    out += np.float32(model["h"]) * np.einsum("nk,nkd->nd", w, x[nb[base]] - out[:, None, :])
+    hw = np.float32(model["h"]) * rng.standard_normal((n, k)).astype(np.float32) / np.float32(np.sqrt(k))
+    out = x[base] * (1 - hw.sum(axis=1, keepdims=True))  # x + sum_j hw_j (x_j - x), one neighbour at a time
+    for j in range(k):
+        out += hw[:, j : j + 1] * x[nb[base, j]]
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
 
