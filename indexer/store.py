@@ -99,7 +99,9 @@ def utc_now() -> str:
 FLAT_MAX = 100_000
 #: ... HNSW up to this many, IVF-PQ above. HNSW M=32 costs about 800 bytes per 128-d vector
 #: (the float vector, its links, the id): 0.8 GB at 10**6 clips, 8 GB at 10**7, more than this
-#: 24 GB machine gives one index; IVF-PQ costs under 64 (BENCHMARKS.md "FAISS at 10⁶ and 10⁷").
+#: shared 24 GB machine gives one index; IVF-PQ keeps about 41 in memory (plus 512 memory-mapped
+#: from disk), but its recall@10 is lower: 0.90 against HNSW's 0.98 at 10**6 (BENCHMARKS.md
+#: "FAISS at 10⁶ and 10⁷ clips").
 HNSW_MAX = 1_000_000
 FAISS_KINDS = ("auto", "flat", "hnsw", "ivfpq")
 #: Vectors in each chunk added to an index in turn (and in each Parquet part of the clip table).
@@ -177,8 +179,10 @@ def ivfpq_recipe(dim: int, n: int) -> IVFPQRecipe:
     * training on ``min(n, max(40 * nlist, 65,536))`` vectors, without FAISS's polysemous
       training of the PQ codes (``np``: it is for Hamming filtering, unused here, and took
       minutes on 2 cores);
-    * ``nprobe`` and ``k_factor``: the cheapest pair whose recall@10 against exact search reaches
-      0.95 on a sample of the index's own vectors (:func:`choose_search_params`).
+    * ``nprobe`` and ``k_factor`` (shortlist of up to 512 * k): the cheapest pair whose recall@10
+      against exact search reaches 0.95 on a sample of the index's own vectors
+      (:func:`choose_search_params`). Measured at 10**7: a shortlist of 64 * k gave 0.765,
+      512 * k gave 0.951 at a 9.2 ms median (BENCHMARKS.md).
     """
     if n < IVFPQ_MIN_VECTORS:
         raise MusicIdxError(
@@ -196,7 +200,7 @@ def ivfpq_recipe(dim: int, n: int) -> IVFPQRecipe:
         code_bytes=m,
         train_size=min(n, max(40 * nlist, 65_536)),
         nprobes=(4, 8, 16, 32, 64, 128),
-        k_factors=(4, 8, 16, 32, 64),
+        k_factors=(4, 8, 16, 32, 64, 128, 256, 512),
         target_recall=0.95,
     )
 
