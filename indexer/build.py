@@ -47,6 +47,7 @@ from .store import (
     FORMAT_VERSION,
     IndexContents,
     check_index_destination,
+    index_embeddings,
     make_faiss_index,
     package_version,
     save_index,
@@ -484,8 +485,8 @@ def fit_index(
     all_idx = np.arange(len(corpus.tracks))
     every = stack_clips(corpus, all_idx)
     emb = embed(model, every.feats) if ray is None else ray.embed(model, every.feats, threads=torch.get_num_threads())
-    index, kind = make_faiss_index(mc.embedding_dim, len(emb), faiss_kind)
-    index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
+    index, faiss_entry = index_embeddings(emb, faiss_kind, seed=tc.seed)
+    kind = faiss_entry["type"]
     if progress is not None:
         progress("indexing", 1, 1)
     clip_len = corpus.feature_config.clip_seconds
@@ -535,7 +536,7 @@ def fit_index(
         "soundfont": corpus.soundfont.to_dict(),
         "composers": {c: sum(t.composer == c for t in corpus.tracks) for c in composers},
         "counts": {"tracks": report.n_tracks, "clips": report.n_clips, "works": report.n_works},
-        "faiss": {"type": kind, "metric": "inner_product", "ntotal": int(index.ntotal)},
+        "faiss": faiss_entry,
         "k": k,
         "novelty": {
             "threshold": threshold,

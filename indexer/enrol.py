@@ -18,7 +18,7 @@ from musicidx.encoder.render import matching_soundfont
 
 from .build import Progress, prepare_corpus, stack_clips
 from .neighbours import calibrate_threshold, search_outside, track_novelty
-from .store import load_index, save_index, thresholds_by_k, utc_now
+from .store import index_bytes, load_index, save_index, stored_vectors, thresholds_by_k, utc_now
 
 
 @dataclass
@@ -48,7 +48,7 @@ def add_to_index(
     """Embed ``midi_dir/<Composer>/*.mid`` with the index's encoder and add it to the index."""
     from musicidx.encoder.model import Encoder, embed
 
-    contents = load_index(index_dir)
+    contents = load_index(index_dir, mmap=False)  # vectors are added to it
     m = contents.manifest
     features = contents.feature_config
     sf = matching_soundfont(m["soundfont"], soundfont)
@@ -100,9 +100,12 @@ def add_to_index(
     )
     ks = sorted(thresholds_by_k(m))  # every k the build calibrated for is recalibrated
     nbs = []
-    for t in cal_tracks:
-        ids = np.flatnonzero(all_track == t)
-        vecs = np.stack([contents.faiss_index.reconstruct(int(i)) for i in ids])
+    cal_ids = [np.flatnonzero(all_track == t) for t in cal_tracks]
+    cal_vecs = stored_vectors(contents.faiss_index, np.concatenate(cal_ids))  # cal_tracks holds the new ones
+    start = 0
+    for ids in cal_ids:
+        vecs = cal_vecs[start : start + len(ids)]
+        start += len(ids)
         nbs.append(search_outside(contents.faiss_index, vecs, all_work, str(all_work[ids[0]]), max(ks)))
     accept_rate = float(m["novelty"]["accept_rate"])
     after_by_k = {kk: calibrate_threshold(np.array([track_novelty(nb, kk) for nb in nbs]), accept_rate) for kk in ks}
@@ -119,6 +122,8 @@ def add_to_index(
         "works": len(set(all_work.tolist())),
     }
     m["faiss"]["ntotal"] = int(contents.faiss_index.ntotal)
+    if "bytes_per_vector" in m["faiss"]:  # the recall stays the one measured at build time, on its own queries
+        m["faiss"]["bytes_per_vector"] = round(index_bytes(contents.faiss_index) / contents.clips.num_rows, 2)
     m["novelty"]["threshold"] = after
     m["novelty"]["thresholds_by_k"] = {str(kk): v for kk, v in after_by_k.items()}
     m["novelty"]["calibrated_on"] = {

@@ -107,10 +107,10 @@ def cli() -> None:
 @click.option(
     "--faiss",
     "faiss_kind",
-    type=click.Choice(["auto", "flat", "hnsw"]),
+    type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]),
     default="auto",
     show_default=True,
-    help="FAISS index: exact up to 100,000 clips, HNSW above (auto), or forced.",
+    help="FAISS index: exact up to 100,000 clips, HNSW up to 1,000,000, IVF-PQ above (auto), or forced.",
 )
 @click.option(
     "--ray",
@@ -633,6 +633,19 @@ def _render_add(r: Any) -> str:
     return "\n".join(lines)
 
 
+def _faiss_lines(f: dict[str, Any]) -> list[str]:
+    if "bytes_per_vector" not in f:
+        return ["  measured     no memory or recall figures (built before format 3)"]
+    params = ", ".join(f"{k} {v}" for k, v in f["params"].items())
+    r = f["recall_at_10"]
+    return [
+        f"  chosen       {f['chosen']}" + (f"; {params}" if params else ""),
+        f"  memory       {f['bytes_per_vector']:g} bytes per vector in memory (codes, ids, quantiser)"
+        + (f" + {f['mapped_bytes_per_vector']:g} memory-mapped from disk" if f.get("mapped_bytes_per_vector") else ""),
+        f"  recall@10    {r['value']:.4f} against exact search ({r['queries']} of its own vectors as queries)",
+    ]
+
+
 def _render_info(m: dict[str, Any], where: Path) -> str:
     from musicidx.indexer.store import thresholds_by_k
 
@@ -650,6 +663,7 @@ def _render_info(m: dict[str, Any], where: Path) -> str:
             f"encoder        {m['embedding_dim']}-d, channels {m['model']['channels']}, "
             f"sha256 {m['encoder_sha256'][:12]}...",
             f"faiss          {m['faiss']['type']} ({m['faiss']['metric']}), {m['faiss']['ntotal']} vectors, k={m['k']}",
+            *_faiss_lines(m["faiss"]),
             f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "
             f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works",
             "  by k         " + ", ".join(f"k={k} {t:.4f}" for k, t in thresholds_by_k(m).items()),

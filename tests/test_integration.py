@@ -70,7 +70,16 @@ def test_manifest_describes_the_index(
     assert m["soundfont"]["rendered_seconds"] > 0
     assert m["composers"] == {"Alpha": 4, "Beta": 4, "Gamma": 4}
     assert m["counts"] == {"tracks": 12, "clips": 36, "works": 9}
-    assert m["faiss"] == {"type": "flat", "metric": "inner_product", "ntotal": 36} and m["k"] == 10
+    f = m["faiss"]
+    assert {k: f[k] for k in ("type", "metric", "ntotal", "params")} == {
+        "type": "flat",
+        "metric": "inner_product",
+        "ntotal": 36,
+        "params": {},
+    }
+    assert f["chosen"].startswith("auto: flat up to 100,000 vectors") and m["k"] == 10
+    assert f["recall_at_10"]["value"] == 1.0 and f["recall_at_10"]["queries"] == 36  # exact search
+    assert 4 * 32 + 8 <= f["bytes_per_vector"] < 4 * 32 + 16 and f["mapped_bytes_per_vector"] == 0
     nov = m["novelty"]
     assert 0.0 <= nov["threshold"] <= 2.0 and nov["accept_rate"] == 0.95
     assert nov["calibrated_on"]["tracks"] == len(nov["calibrated_on"]["track_ids"]) == m["validation"]["tracks"] > 0

@@ -67,7 +67,7 @@ def test_hnsw_and_flat_agree_on_a_small_index(rng: np.random.Generator) -> None:
 def test_make_faiss_index_kinds() -> None:
     assert make_faiss_index(8, 100_000)[1] == "flat"
     assert make_faiss_index(8, 100_001)[1] == "hnsw"
-    with pytest.raises(MusicIdxError, match="unknown FAISS index kind 'ivf'; use auto, flat or hnsw"):
+    with pytest.raises(MusicIdxError, match="unknown FAISS index kind 'ivf'; use auto, flat, hnsw, ivfpq"):
         make_faiss_index(8, 10, "ivf")
 
 

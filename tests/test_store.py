@@ -23,7 +23,7 @@ from tiny import SyntheticIndex
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
-from musicidx.indexer.store import FORMAT_VERSION, IndexFormatError, load_index, save_index
+from musicidx.indexer.store import FORMAT_VERSION, OLDEST_FORMAT_VERSION, IndexFormatError, load_index, save_index
 from musicidx.query.engine import Searcher
 
 
@@ -130,8 +130,8 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
         r"upgrade musicidx",
     ),
     "old format": (
-        _edit_manifest(lambda m: m.update(format_version=FORMAT_VERSION - 1)),
-        rf"format_version {FORMAT_VERSION - 1} is too old; rebuild it",
+        _edit_manifest(lambda m: m.update(format_version=OLDEST_FORMAT_VERSION - 1)),
+        rf"format_version {OLDEST_FORMAT_VERSION - 1} is too old; rebuild it",
     ),
     "string format": (_edit_manifest(lambda m: m.update(format_version="1")), r"has no integer format_version"),
     "unknown feature field": (
