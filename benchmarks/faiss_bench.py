@@ -63,10 +63,11 @@ def rss_bytes() -> int:
     return 0
 
 
-def single_query_timing(index: Any, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Median and p95 single-query latency (ms) on one thread, and recall@10 against ``truth``."""
+def timed_searches(index: Any, queries: np.ndarray, *, warm_up: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Each query searched alone on one thread after ``warm_up`` untimed ones (page in the index,
+    settle the allocator): the latencies in seconds and the top-``K`` ids found."""
     faiss.omp_set_num_threads(1)
-    for q in queries[:20]:  # warm-up: page in the index, settle the allocator
+    for q in queries[:warm_up]:
         index.search(q[None, :], K)
     lat = np.empty(len(queries))
     found = np.empty((len(queries), K), np.int64)
@@ -75,6 +76,12 @@ def single_query_timing(index: Any, queries: np.ndarray, truth: np.ndarray) -> d
         _, ids = index.search(q[None, :], K)
         lat[i] = time.perf_counter() - t
         found[i] = ids[0]
+    return lat, found
+
+
+def single_query_timing(index: Any, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Median and p95 single-query latency (ms) on one thread, and recall@10 against ``truth``."""
+    lat, found = timed_searches(index, queries)
     recall = float(np.mean([len(set(f) & set(g)) / K for f, g in zip(found, truth)]))
     return {
         "latency_median_ms": round(1000 * statistics.median(lat), 3),

@@ -51,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import embedding_model  # noqa: E402
-from faiss_bench import CLUSTERS, DIM, mixture, rss_bytes  # noqa: E402
+from faiss_bench import CLUSTERS, DIM, mixture, rss_bytes, timed_searches  # noqa: E402
 
 from musicidx.indexer.store import (  # noqa: E402
     choose_search_params,
@@ -100,16 +100,7 @@ class Source:
 
 
 def single_queries(index: Any, queries: np.ndarray, truth: np.ndarray, warm_up: int = 20) -> dict[str, float]:
-    faiss.omp_set_num_threads(1)
-    for q in queries[:warm_up]:
-        index.search(q[None, :], K)
-    lat = np.empty(len(queries))
-    found = np.empty((len(queries), K), np.int64)
-    for i, q in enumerate(queries):
-        t = time.perf_counter()
-        _, ids = index.search(q[None, :], K)
-        lat[i] = time.perf_counter() - t
-        found[i] = ids[0]
+    lat, found = timed_searches(index, queries, warm_up=warm_up)
     return {
         "latency_p50_ms": round(1000 * statistics.median(lat), 3),
         "latency_p95_ms": round(1000 * float(np.percentile(lat, 95)), 3),
