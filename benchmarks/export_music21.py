@@ -21,7 +21,7 @@ of a training track.  Only one file per piece is taken when music21 has it in se
 (``.mxl`` before ``.krn``); roman-numeral analyses (``.rntxt``) and multi-score collections
 (folk-song books, refused by the exporter) are not pieces.
 
-Each piece is written by the project's exporter, :func:`musicidx.query.demo.export_piece` (which
+Each piece is written by the project's exporter, :func:`musicidx.encoder.scores.export_score` (which
 silences music21 and refuses an export that :func:`~musicidx.encoder.render.load_midi` would
 reject), in a worker process with a per-piece wall-time limit (``--timeout``; a full quartet
 takes 16-41 s); failures and time-outs are skipped and listed.  File names follow the demo's
@@ -37,13 +37,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import re
 import tempfile
 import time
-from multiprocessing.connection import Connection, wait
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE.parent.parent / "shared" / "data" / "musicians"
@@ -70,24 +67,13 @@ NEW = {
     "Beach": "beach",
     "Johnson": "johnson_j_r",
 }
-#: Formats that hold a score, in order of preference when a piece exists in several.
-FORMATS = ("mxl", "musicxml", "xml", "krn", "abc", "mei")
 
 
 def corpus_sources(directory: str) -> list[str]:
     """music21 corpus paths under ``directory``, one per piece (the preferred format), sorted."""
-    from musicidx.query.demo import _import_music21
+    from musicidx.encoder.pretrain.corpus import music21_pieces
 
-    music21 = _import_music21()
-    best: dict[str, str] = {}
-    for p in music21.corpus.getComposer(directory):
-        rel = Path(p).as_posix().split("/corpus/")[-1]
-        base, _, ext = rel.rpartition(".")
-        if ext not in FORMATS or "choraleAnalyses" in rel:
-            continue
-        if base not in best or FORMATS.index(ext) < FORMATS.index(best[base].rpartition(".")[2]):
-            best[base] = rel
-    return sorted(best.values())
+    return music21_pieces(directory)
 
 
 def spread(items: list[str], n: int) -> list[str]:
@@ -141,82 +127,22 @@ def plan(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[dict[str,
     return pieces, overlap
 
 
-# ----------------------------------------------------------------------------- workers
-
-
-def _worker(conn: Connection) -> None:
-    """Export the pieces sent down ``conn`` one by one; answer each with an error or None."""
-    from musicidx.query.demo import _export_job
-
-    while (job := conn.recv()) is not None:
-        conn.send(_export_job(job))
-
-
-class Slot:
-    """One worker process; replaced when a piece runs over its time."""
-
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-        self.job: dict[str, str] | None = None
-        self.deadline = 0.0
-
-    def stop(self, kill: bool = False) -> None:
-        if kill:
-            self.proc.terminate()
-        else:
-            self.conn.send(None)
-        self.proc.join(10)
-        self.conn.close()
-
-
 def run_exports(
     jobs: list[dict[str, str]], out: Path, workers: int, timeout: float
 ) -> tuple[dict[str, str | None], dict[str, float]]:
     """Export ``jobs`` with ``workers`` processes: per source, ``None`` (written) or the reason
     it failed, and the seconds each took."""
-    ctx = mp.get_context("spawn")
-    todo = list(jobs)
-    slots = [Slot(ctx) for _ in range(max(1, min(workers, len(todo))))] if todo else []
-    result: dict[str, str | None] = {}
+    from musicidx.encoder.scores import export_many
+
     seconds: dict[str, float] = {}
-    started: dict[str, float] = {}
-    try:
-        while todo or any(s.job for s in slots):
-            for s in slots:
-                if s.job is None and todo:
-                    s.job = todo.pop(0)
-                    started[s.job["source"]] = time.monotonic()
-                    s.deadline = started[s.job["source"]] + timeout
-                    s.conn.send((s.job["source"], str(out / s.job["rel"]), None))
-            busy = [s for s in slots if s.job]
-            ready = wait([s.conn for s in busy], timeout=max(0.0, min(s.deadline for s in busy) - time.monotonic()))
-            for i, s in enumerate(slots):
-                if s.job is None:
-                    continue
-                src = s.job["source"]
-                if s.conn in ready:
-                    try:
-                        result[src] = s.conn.recv()
-                    except EOFError:
-                        result[src] = "the worker process died"
-                        s.stop(kill=True)
-                        slots[i] = Slot(ctx)
-                elif time.monotonic() >= s.deadline:
-                    result[src] = f"timed out after {timeout:.0f} s"
-                    s.stop(kill=True)
-                    slots[i] = Slot(ctx)
-                else:
-                    continue
-                seconds[src] = time.monotonic() - started[src]
-                slots[i].job = None
-                print(f"  {'ok ' if result[src] is None else 'SKIP'} {seconds[src]:5.1f} s  {src}", flush=True)
-    finally:
-        for s in slots:
-            s.stop(kill=s.job is not None)
+
+    def done(src: str, err: str | None, sec: float) -> None:
+        seconds[src] = sec
+        print(f"  {'ok ' if err is None else 'SKIP'} {sec:5.1f} s  {src}", flush=True)
+
+    result = export_many(
+        [(j["source"], str(out / j["rel"]), None) for j in jobs], workers=workers, timeout=timeout, on_done=done
+    )
     return result, seconds
 
 
@@ -234,7 +160,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from musicidx.encoder.render import file_sha256
-    from musicidx.query.demo import export_key, music21_version
+    from musicidx.encoder.scores import export_key, music21_version
 
     began = time.monotonic()
     m21 = music21_version()

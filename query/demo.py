@@ -21,30 +21,31 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import hashlib
-import io
 import json
 import os
 import re
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
-from musicidx.encoder.errors import DependencyError, MusicIdxError
-from musicidx.encoder.render import file_sha256, load_midi
+from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.render import file_sha256
+from musicidx.encoder.scores import (
+    EXPORT_VERSION,
+    ScoreError,
+    export_job,
+    export_key,
+    music21_version,
+)
 from musicidx.indexer.build import default_workers
 
 from .engine import SCORE_COLUMNS, ScoreRow, Searcher, list_query_files, score_files
 
-#: Bump when the export itself changes (how a score becomes a MIDI file): every export is redone.
-EXPORT_VERSION = 1
 RECIPE_VERSION = 1
-INSTALL_HINT = "pip install 'musicidx[demo]'"
 
 #: Clip settings for short pieces: a 30-60 s chorale yields 5-8 overlapping 8 s windows; the
 #: longer madrigals and movements are sampled at 8 evenly spaced windows like everything else.
@@ -60,12 +61,8 @@ DEMO_MODEL = ModelConfig(channels=(16, 32, 64, 128))
 Progress = Callable[[str, int, int], None]
 
 
-class DemoError(MusicIdxError):
+class DemoError(ScoreError):
     """The demo recipe is invalid, or a corpus piece cannot be exported."""
-
-
-class DemoDependencyError(DemoError, DependencyError):
-    """music21, which ships the demo's music, is not installed."""
 
 
 # ------------------------------------------------------------------------------ the recipe
@@ -236,92 +233,6 @@ def load_recipe(path: str | Path | None = None) -> Recipe:
 # ------------------------------------------------------------------------------ export
 
 
-def music21_version() -> str:
-    """The installed music21's version, or :class:`DemoDependencyError` with the install hint."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("music21")
-    except PackageNotFoundError as e:
-        raise DemoDependencyError(
-            f"the demo's music comes from the music21 corpus, not installed: {INSTALL_HINT}"
-        ) from e
-
-
-def _import_music21() -> Any:
-    try:
-        with _quiet():
-            import music21
-    except ImportError as e:
-        raise DemoDependencyError(f"cannot import music21 ({e}): {INSTALL_HINT}") from e
-    return music21
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Nothing music21 says reaches stdout or stderr (a CSV or JSON may be going there)."""
-    sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        warnings.simplefilter("ignore")
-        yield
-
-
-def export_key(source: str, program: int | None, m21_version: str) -> str:
-    """What an export depends on; a recorded export with another key is redone."""
-    raw = json.dumps([source, program, m21_version, EXPORT_VERSION])
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-def _set_program(path: Path, program: int) -> None:
-    """Every pitched channel plays ``program`` from the start (percussion channel 10 untouched)."""
-    import mido
-
-    mf = mido.MidiFile(path)
-    for track in mf.tracks:
-        channels = sorted({m.channel for m in track if m.type == "note_on" and m.channel != 9})
-        kept: list[Any] = []
-        carry = 0  # delta time of dropped program changes goes to the next message
-        for m in track:
-            if m.type == "program_change" and m.channel != 9:
-                carry += m.time
-                continue
-            kept.append(m.copy(time=m.time + carry) if carry else m)
-            carry = 0
-        track[:] = [mido.Message("program_change", channel=c, program=program, time=0) for c in channels] + kept
-    mf.save(path)
-
-
-def export_piece(source: str, dest: str | Path, *, program: int | None = None) -> None:
-    """Parse ``source`` from the music21 corpus and write it to ``dest`` as MIDI (atomically)."""
-    music21 = _import_music21()
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".export-", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with _quiet():
-            try:
-                score = music21.corpus.parse(source)
-            except Exception as e:  # music21 raises many types for a missing or unreadable piece
-                raise DemoError(f"music21 cannot parse corpus piece {source!r} ({type(e).__name__}: {e})") from e
-            if isinstance(score, music21.stream.Opus):
-                raise DemoError(f"corpus piece {source!r} is a collection of {len(score.scores)} scores, not one piece")
-            try:
-                score.write("midi", fp=str(tmp))
-            except Exception as e:
-                raise DemoError(f"music21 cannot write {source!r} as MIDI ({type(e).__name__}: {e})") from e
-        if program is not None:
-            _set_program(tmp, program)
-        try:
-            load_midi(tmp)  # what the build will read: refuse an export it would reject
-        except MusicIdxError as e:
-            raise DemoError(f"music21's MIDI export of {source!r} is unusable: {e.reason}") from e
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _sha256(path: Path) -> str | None:
     try:
         return file_sha256(path)
@@ -392,9 +303,9 @@ def export_corpus(
             from concurrent.futures import ProcessPoolExecutor
 
             pool = stack.enter_context(ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")))
-            results: Iterator[str | None] = pool.map(_export_job, jobs)
+            results: Iterator[str | None] = pool.map(export_job, jobs)
         else:
-            results = map(_export_job, jobs)
+            results = map(export_job, jobs)
         for n, ((rel, key), error) in enumerate(zip(todo, results), 1):
             if error is not None:
                 _write_record(record_path, files, recorded, planned, m21)
@@ -408,18 +319,6 @@ def export_corpus(
                 _write_record(record_path, files, recorded, planned, m21)
     _write_record(record_path, files, recorded, planned, m21)
     return ExportReport(len(todo), reused, removed, time.monotonic() - began)
-
-
-def _export_job(job: tuple[str, str, int | None]) -> str | None:
-    """A pool task: export one piece; the error's message on failure (exceptions stay in the worker)."""
-    source, dest, program = job
-    try:
-        export_piece(source, dest, program=program)
-    except MusicIdxError as e:
-        return str(e)
-    except Exception as e:  # e.g. a full disk: the message crosses the process boundary, not the object
-        return f"cannot export corpus piece {source!r} ({type(e).__name__}: {e})"
-    return None
 
 
 def _write_record(

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from musicidx.encoder.scores import ScoreDependencyError, ScoreError
+from musicidx.encoder.scores import export_score as export_piece
 from musicidx.indexer.corpus import work_of
 from musicidx.query import demo
-from musicidx.query.demo import DemoDependencyError, DemoError, export_corpus, export_piece, load_recipe, parse_recipe
+from musicidx.query.demo import DemoError, export_corpus, load_recipe, parse_recipe
 
 SHIPPED = Path(__file__).resolve().parents[1] / "musicidx" / "data" / "demo_recipe.json"
 
@@ -173,10 +175,10 @@ def test_missing_music21_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_pa
         return real(name)
 
     monkeypatch.setattr(importlib.metadata, "version", version)
-    with pytest.raises(DemoDependencyError, match=r"pip install 'musicidx\[demo\]'"):
+    with pytest.raises(ScoreDependencyError, match=r"pip install 'musicidx\[demo\]'"):
         export_corpus(parse_recipe(TINY), tmp_path / "out")
     monkeypatch.setitem(sys.modules, "music21", None)  # import fails
-    with pytest.raises(DemoDependencyError, match=r"pip install 'musicidx\[demo\]'"):
+    with pytest.raises(ScoreDependencyError, match=r"pip install 'musicidx\[demo\]'"):
         export_piece("bach/bwv66.6.mxl", tmp_path / "x.mid")
 
 
@@ -209,7 +211,7 @@ def test_export_sets_the_program_everywhere(tmp_path: Path) -> None:
 
 def test_export_of_a_missing_piece_fails_cleanly(tmp_path: Path) -> None:
     pytest.importorskip("music21")
-    with pytest.raises(DemoError, match="music21 cannot parse corpus piece 'bach/nope.mxl'"):
+    with pytest.raises(ScoreError, match="music21 cannot parse 'bach/nope.mxl'"):
         export_piece("bach/nope.mxl", tmp_path / "x.mid")
     assert list(tmp_path.iterdir()) == []
 

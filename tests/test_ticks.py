@@ -113,7 +113,7 @@ def test_a_high_resolution_file_is_featurised_and_answered(tmp_path: Path, synth
 def test_music21_export_of_a_whole_quartet_movement_is_read(tmp_path: Path, synthetic_index: object) -> None:
     """Beethoven, String Quartet Op. 59 No. 1, first movement: 16.1 million ticks (~8 s to export)."""
     pytest.importorskip("music21")
-    from musicidx.query.demo import export_piece  # it refuses an export load_midi would refuse
+    from musicidx.encoder.scores import export_score as export_piece  # it refuses an export load_midi would refuse
     from musicidx.query.engine import Searcher
 
     f = tmp_path / "op59no1-1.mid"
