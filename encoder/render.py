@@ -535,20 +535,24 @@ def render_clips(
     path: str | Path | None = None,
     programs: Mapping[int, int] | None = None,
     starts: np.ndarray | None = None,
+    synth: Synth | None = None,
 ) -> RenderedClips:
     """Render the clip windows of ``pm``; silent windows are dropped, all-silent is an error.
 
     ``programs`` remaps General MIDI programs (drums excepted), for re-orchestrated training
     renderings; ``cfg.render_program``, when set, overrides it with one program for every part.
     ``starts`` renders exactly those windows and keeps them all (so a re-orchestrated
-    rendering lines up clip by clip with the original).
+    rendering lines up clip by clip with the original).  ``synth``: render with this synthesiser
+    (the caller's, left open) instead of a fresh one -- the pretraining's views, whose SoundFonts
+    take up to 20 s to load, trade bit-identical renderings for that.
     """
     # A fresh synthesiser per file: FluidSynth keeps state between renders (voice allocation,
     # block position) that would make a file's audio depend on what the process rendered
     # before it. Loading the SoundFont again costs ~0.06 s and buys bit-identical builds.
     if cfg.render_program is not None:  # one timbre for every melodic part (drums stay drums)
         programs = {i.program: cfg.render_program for i in pm.instruments if not i.is_drum}
-    synth = Synth(soundfont, cfg.sample_rate)
+    own = synth is None
+    synth = Synth(soundfont, cfg.sample_rate) if synth is None else synth
     began = time.monotonic()
     clips, kept = [], []
     rendered = 0.0
@@ -562,7 +566,8 @@ def render_clips(
             if time.monotonic() - began > MAX_RENDER_SECONDS:
                 raise SynthesisError(f"rendering took over the {MAX_RENDER_SECONDS:.0f} s limit", path=path)
     finally:
-        synth.close()
+        if own:
+            synth.close()
     if not clips:
         raise SynthesisError("renders to silence (are its instruments missing from the SoundFont?)", path=path)
     return RenderedClips(np.stack(clips), np.asarray(kept), float(pm.get_end_time()), rendered)

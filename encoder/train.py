@@ -169,8 +169,9 @@ def train_encoder(
     train_config: TrainConfig,
     validate: Callable[[Encoder], tuple[float, float]] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train an :class:`Encoder`.
+    """Train an :class:`Encoder` (from ``init_state``, pretrained weights, when given: fine-tuning).
 
     ``validate(model)`` returns (accuracy, balanced accuracy) on held-out data; with it, the
     epoch of best balanced accuracy is kept (ties: the later epoch), else the last epoch.
@@ -180,6 +181,8 @@ def train_encoder(
     rng = np.random.default_rng(tc.seed)
     gen = torch.Generator().manual_seed(tc.seed)
     model = Encoder(model_config, features)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     total_steps = tc.epochs * tc.batches_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=max(total_steps, 1), pct_start=0.15)

@@ -13,6 +13,7 @@ fold on the same prepared corpus):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ import pyarrow as pa
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
 from musicidx.encoder.render import SoundFont, find_soundfont
 
 from .corpus import CorpusError, Track, check_corpus_folder, scan_corpus
@@ -119,7 +121,7 @@ def prepare_corpus(
     ``ray``, the files are spread over that Ray cluster instead of local processes.
     """
     began = time.monotonic()
-    cfg = features or FeatureConfig()
+    cfg = features or DEFAULT_RECIPE.features
     sf = soundfont if isinstance(soundfont, SoundFont) else find_soundfont(soundfont)
     cache = default_cache_dir() if cache_dir is True else (cache_dir or None)
     tracks = scan_corpus(midi_dir)
@@ -263,6 +265,7 @@ class FitReport:
     baseline: dict[str, Any] = field(default_factory=dict)
     single_work_composers: list[str] = field(default_factory=list)  # never validated: all in training
     warnings: list[str] = field(default_factory=list)  # what the corpus leaves untested, in words
+    encoder: dict[str, Any] | None = None  # the pretrained weights started from, and whether fine-tuned
 
 
 class TrainedCache:
@@ -279,11 +282,14 @@ class TrainedCache:
         self.root = None if base is None else base / f"encoders-v{self.VERSION}"
 
     @staticmethod
-    def key(corpus: Corpus, mc: ModelConfig, tc: TrainConfig, k: int) -> str:
+    def key(corpus: Corpus, mc: ModelConfig, tc: TrainConfig, k: int, start: str | None = None) -> str:
+        """``start``: the sha256 of the pretrained weights training starts from (None: random)."""
         h = hashlib.sha256()
         for t, f in zip(corpus.tracks, corpus.features):
             h.update(f"{f.sha256}|{t.composer}|{t.work}\n".encode())
         parts = [corpus.feature_config.digest(), corpus.soundfont.sha256, mc.to_dict(), tc.to_dict(), k]
+        if start is not None:  # keeps the keys of encoders trained from scratch as they were
+            parts.append(start)
         h.update(json.dumps([*parts, FEATURES_VERSION, TrainedCache.VERSION], sort_keys=True).encode())
         return h.hexdigest()
 
@@ -399,100 +405,192 @@ def score_tracks(
 def fit_index(
     corpus: Corpus,
     *,
+    recipe: Recipe | None = None,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
-    k: int = 10,
-    accept_rate: float = 0.95,
-    faiss_kind: str = "auto",
+    k: int | None = None,
+    accept_rate: float | None = None,
+    faiss_kind: str | None = None,
     progress: Progress | None = None,
     ray: RaySession | None = None,
 ) -> tuple[IndexContents, FitReport]:
-    """Train on ``corpus``, calibrate the novelty threshold, index every track.
+    """Get the encoder (trained on ``corpus``, fine-tuned from pretrained weights, or the
+    pretrained weights as they are), calibrate the novelty threshold, index every track.
 
-    Returns the index contents (not yet saved) and a report.  With ``ray``, the clips to index
-    are embedded on that Ray cluster (training stays here).
+    ``recipe`` (default :data:`~musicidx.encoder.recipe.DEFAULT_RECIPE`) says which; the keyword
+    configs, when given, replace its parts.  Returns the index contents (not yet saved) and a
+    report.  With ``ray``, the clips to index are embedded on that Ray cluster (training stays here).
     """
     import torch
 
     from musicidx.encoder.model import embed
-    from musicidx.encoder.train import TrainingData, train_encoder
 
-    mc = model_config or ModelConfig()
-    tc = train_config or TrainConfig()
+    r = (recipe or DEFAULT_RECIPE).replace(
+        model=model_config, train=train_config, k=k, accept_rate=accept_rate, faiss=faiss_kind
+    )
+    r = dataclasses.replace(r, features=corpus.feature_config)
     if len({t.composer for t in corpus.tracks}) < 2:
         raise CorpusError("need usable MIDI files of at least two composers to train", path=corpus.root)
     torch.set_num_threads(default_workers())
     composers = sorted({t.composer for t in corpus.tracks})
-    label_of = {c: i for i, c in enumerate(composers)}
-    track_label = np.array([label_of[t.composer] for t in corpus.tracks])
+    track_label = np.array([composers.index(t.composer) for t in corpus.tracks])
+    groups = [t.group for t in corpus.tracks]
     timings: dict[str, float] = {}
 
     t0 = time.monotonic()
-    groups = [t.group for t in corpus.tracks]
-    tr_idx, val_idx = split_by_work(
-        [t.composer for t in corpus.tracks], groups, val_fraction=tc.val_fraction, seed=tc.seed
-    )
+    if r.frozen:  # nothing is trained on this folder: every work can be held out for calibration
+        tr_idx, val_idx = np.arange(len(corpus.tracks)), np.zeros(0, np.int64)
+    else:
+        tr_idx, val_idx = split_by_work(
+            [t.composer for t in corpus.tracks], groups, val_fraction=r.train.val_fraction, seed=r.train.seed
+        )
     tr, va = stack_clips(corpus, tr_idx), stack_clips(corpus, val_idx)
-    n_labels = len(composers)
 
     def held_out(model: Any, ref: ClipArrays = tr, ks: Sequence[int] = ()) -> TrackScores:
-        return score_tracks(model, ref, track_label[ref.track], va, track_label, n_labels=n_labels, k=k, ks=ks)
+        return score_tracks(model, ref, track_label[ref.track], va, track_label, n_labels=len(composers), k=r.k, ks=ks)
 
-    tr_few = thin_clips(tr, per_track=3)  # per-epoch validation: a cheaper reference set
-
-    cache = TrainedCache(corpus.cache_base)
-    key = cache.key(corpus, mc, tc, k)
-    result = cache.get(key, corpus.feature_config, mc)
-    if result is None:
-        result = train_encoder(
-            TrainingData(tr.feats, track_label[tr.track], tr.track, tr.views),
-            features=corpus.feature_config,
-            model_config=mc,
-            train_config=tc,
-            validate=(lambda m: held_out(m, tr_few).accuracy()) if len(val_idx) else None,
-            on_epoch=None if progress is None else (lambda s: progress("training", s.epoch, tc.epochs)),
-        )
-        cache.put(key, result)
-    elif progress is not None:
-        progress("training", tc.epochs, tc.epochs)
+    result, pretrained = _encoder(corpus, r, tr, track_label, held_out if len(val_idx) else None, progress)
     model = result.model
     timings["train"] = time.monotonic() - t0
 
-    # Calibrate: the training split is the index, the held-out works' tracks are the queries.
     t0 = time.monotonic()
-    val_acc: float | None
-    val_bacc: float | None
-    ks = calibration_ks(k, len(tr.feats))
-    if len(val_idx):
-        scores = held_out(model, ks=ks)
-        novelty_by_k = scores.novelty_by_k
-        val_acc, val_bacc = scores.accuracy()
-        how = "held-out works of known composers, scored against an index of the other works"
-    else:  # nothing could be held out: each training track against the others' works
-        novelty_by_k = leave_one_work_out_novelties(model, tr, np.array(groups, dtype=object), ks)
-        val_acc = val_bacc = None
-        how = "no work could be held out: each track against an index of the other works, all seen in training"
-    thresholds = {kk: calibrate_threshold(v, accept_rate) for kk, v in novelty_by_k.items()}
-    threshold = thresholds[k]
+    cal = _calibrate(model, r, tr, va, held_out, track_label, np.array(groups, dtype=object), n=len(composers))
     largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[val_idx])
     baseline = {"composer": composers[largest], "accuracy": base_acc, "balanced_accuracy": base_bacc}
     single = single_work_composers([t.composer for t in corpus.tracks], groups)
-    warnings = small_corpus_warnings(corpus, single, validated=len(val_idx) > 0)
+    warnings = small_corpus_warnings(corpus, single, validated=len(val_idx) > 0 or r.frozen)
     timings["calibrate"] = time.monotonic() - t0
 
-    # The index proper: every track.
     t0 = time.monotonic()
-    all_idx = np.arange(len(corpus.tracks))
-    every = stack_clips(corpus, all_idx)
+    every = stack_clips(corpus, np.arange(len(corpus.tracks)))
     emb = embed(model, every.feats) if ray is None else ray.embed(model, every.feats, threads=torch.get_num_threads())
-    index, faiss_entry = index_embeddings(emb, faiss_kind, seed=tc.seed)
-    kind = faiss_entry["type"]
+    index, faiss_entry = index_embeddings(emb, r.faiss, seed=r.train.seed)
     if progress is not None:
         progress("indexing", 1, 1)
-    clip_len = corpus.feature_config.clip_seconds
-    clips = pa.table(
+    clips = clip_table(corpus, every)
+    timings["index"] = time.monotonic() - t0
+
+    report = FitReport(
+        composers=composers,
+        n_tracks=len(corpus.tracks),
+        n_clips=len(emb),
+        n_works=len(set(groups)),
+        val_tracks=cal.tracks,
+        val_accuracy=cal.accuracy,
+        val_balanced_accuracy=cal.balanced_accuracy,
+        threshold=cal.thresholds[r.k],
+        accept_rate=r.accept_rate,
+        k=r.k,
+        best_epoch=result.best_epoch,
+        history=[h.__dict__ for h in result.history],
+        faiss_kind=faiss_entry["type"],
+        seconds=timings,
+        thresholds_by_k=cal.thresholds,
+        baseline=baseline,
+        single_work_composers=single,
+        warnings=warnings,
+        encoder=None if pretrained is None else {**pretrained, "finetuned": r.finetune},
+    )
+    ids = val_idx if len(val_idx) else tr_idx
+    manifest = _manifest(corpus, r, report, faiss_entry, cal, [int(i) for i in ids])
+    return IndexContents(manifest, index, clips, model.state_dict()), report
+
+
+def _encoder(
+    corpus: Corpus,
+    r: Recipe,
+    tr: ClipArrays,
+    track_label: np.ndarray,
+    held_out: Callable[..., TrackScores] | None,
+    progress: Progress | None,
+) -> tuple[Any, dict[str, Any] | None]:
+    """The recipe's encoder and, when it starts from shipped weights, what the manifest records
+    of them: the weights as they are (frozen), or trained on ``tr`` (from them or from scratch),
+    through the cache of trained encoders."""
+    from musicidx.encoder.model import Encoder
+    from musicidx.encoder.pretrained import load_pretrained
+    from musicidx.encoder.train import TrainingData, TrainResult, train_encoder
+
+    pre = None if r.encoder is None else load_pretrained(r.encoder)
+    start = None if pre is None else pre.state_dict()
+    if r.frozen and start is not None:
+        model = Encoder(r.model, corpus.feature_config)
+        model.load_state_dict(start)
+        model.eval()
+        if progress is not None:
+            progress("training", 1, 1)
+        return TrainResult(model, 0, []), pre.to_dict() if pre is not None else None
+    cache = TrainedCache(corpus.cache_base)
+    key = cache.key(corpus, r.model, r.train, r.k, None if pre is None else pre.sha256)
+    result = cache.get(key, corpus.feature_config, r.model)
+    if result is None:
+        tr_few = thin_clips(tr, per_track=3)  # per-epoch validation: a cheaper reference set
+        result = train_encoder(
+            TrainingData(tr.feats, track_label[tr.track], tr.track, tr.views),
+            features=corpus.feature_config,
+            model_config=r.model,
+            train_config=r.train,
+            validate=None if held_out is None else (lambda m: held_out(m, tr_few).accuracy()),
+            on_epoch=None if progress is None else (lambda s: progress("training", s.epoch, r.train.epochs)),
+            init_state=start,
+        )
+        cache.put(key, result)
+    elif progress is not None:
+        progress("training", r.train.epochs, r.train.epochs)
+    return result, None if pre is None else pre.to_dict()
+
+
+@dataclass
+class Calibration:
+    thresholds: dict[int, float]
+    tracks: int
+    works: int
+    accuracy: float | None
+    balanced_accuracy: float | None
+    how: str
+
+
+def _calibrate(
+    model: Any,
+    r: Recipe,
+    tr: ClipArrays,
+    va: ClipArrays,
+    held_out: Callable[..., TrackScores],
+    track_label: np.ndarray,
+    track_group: np.ndarray,
+    *,
+    n: int,
+) -> Calibration:
+    """Novelty thresholds at every k a query may use, from tracks the encoder did not train on:
+    the held-out works (a trained encoder) or every track against the other works (a frozen one)."""
+    ks = calibration_ks(r.k, len(tr.feats))
+    val_tracks = np.unique(va.track)
+    acc: float | None
+    bacc: float | None
+    if len(val_tracks):
+        scores = held_out(model, ks=ks)
+        acc, bacc = scores.accuracy()
+        how = "held-out works of known composers, scored against an index of the other works"
+        by_k, works = scores.novelty_by_k, len(set(track_group[val_tracks]))
+    elif r.frozen:
+        by_k, scores = leave_one_work_out_scores(model, tr, track_label, track_group, ks, k=r.k, n_labels=n)
+        acc, bacc = scores.accuracy()
+        how = "every track against an index of the other works (the pretrained encoder never trained on them)"
+        val_tracks, works = np.unique(tr.track), len(set(track_group[np.unique(tr.track)]))
+    else:  # nothing could be held out: each training track against the others' works
+        by_k = leave_one_work_out_novelties(model, tr, track_group, ks)
+        acc = bacc = None
+        how = "no work could be held out: each track against an index of the other works, all seen in training"
+        works = 0
+    thresholds = {kk: calibrate_threshold(v, r.accept_rate) for kk, v in by_k.items()}
+    return Calibration(thresholds, len(val_tracks), works, acc, bacc, how)
+
+
+def clip_table(corpus: Corpus, every: ClipArrays) -> pa.Table:
+    """The clip table of ``every`` (clips of ``corpus``' tracks): one row per clip, id = row."""
+    return pa.table(
         {
-            "clip_id": np.arange(len(emb), dtype=np.int64),
+            "clip_id": np.arange(len(every.track), dtype=np.int64),
             "track_id": every.track.astype(np.int32),
             "composer": [corpus.tracks[t].composer for t in every.track],
             "work": [corpus.tracks[t].work for t in every.track],
@@ -500,66 +598,74 @@ def fit_index(
             "sha256": [corpus.features[t].sha256 for t in every.track],
             "notes_sha256": [corpus.features[t].notes_sha256 for t in every.track],
             "start_s": every.start.astype(np.float64),
-            "dur_s": np.full(len(emb), clip_len),
+            "dur_s": np.full(len(every.track), corpus.feature_config.clip_seconds),
         }
     )
-    timings["index"] = time.monotonic() - t0
 
-    report = FitReport(
-        composers=composers,
-        n_tracks=len(corpus.tracks),
-        n_clips=len(emb),
-        n_works=len({t.group for t in corpus.tracks}),
-        val_tracks=len(val_idx),
-        val_accuracy=val_acc,
-        val_balanced_accuracy=val_bacc,
-        threshold=threshold,
-        accept_rate=accept_rate,
-        k=k,
-        best_epoch=result.best_epoch,
-        history=[h.__dict__ for h in result.history],
-        faiss_kind=kind,
-        seconds=timings,
-        thresholds_by_k=thresholds,
-        baseline=baseline,
-        single_work_composers=single,
-        warnings=warnings,
-    )
-    manifest = {
+
+def _manifest(
+    corpus: Corpus, r: Recipe, report: FitReport, faiss_entry: dict[str, Any], cal: Calibration, ids: list[int]
+) -> dict[str, Any]:
+    return {
         "format_version": FORMAT_VERSION,
         "musicidx_version": package_version(),
         "created": utc_now(),
+        "recipe": r.to_dict(),
         "features": corpus.feature_config.to_dict(),
-        "model": mc.to_dict(),
-        "training": {**tc.to_dict(), "best_epoch": result.best_epoch, "history": report.history},
-        "embedding_dim": mc.embedding_dim,
+        "model": r.model.to_dict(),
+        "encoder": report.encoder or {"name": None, "trained_in_build": True},
+        "training": {**r.train.to_dict(), "best_epoch": report.best_epoch, "history": report.history},
+        "embedding_dim": r.model.embedding_dim,
         "soundfont": corpus.soundfont.to_dict(),
-        "composers": {c: sum(t.composer == c for t in corpus.tracks) for c in composers},
+        "composers": {c: sum(t.composer == c for t in corpus.tracks) for c in report.composers},
         "counts": {"tracks": report.n_tracks, "clips": report.n_clips, "works": report.n_works},
         "faiss": faiss_entry,
-        "k": k,
+        "k": r.k,
         "novelty": {
-            "threshold": threshold,
-            "thresholds_by_k": {str(kk): t for kk, t in thresholds.items()},
+            "threshold": report.threshold,
+            "thresholds_by_k": {str(kk): t for kk, t in cal.thresholds.items()},
             "statistic": "median over a track's clips of the cosine distance to the k-th nearest index clip",
-            "accept_rate": accept_rate,
-            "calibrated_on": {
-                "tracks": len(val_idx),
-                "works": len({corpus.tracks[i].group for i in val_idx}),
-                "how": how,
-                "track_ids": [int(i) for i in (val_idx if len(val_idx) else tr_idx)],
-            },
+            "accept_rate": r.accept_rate,
+            "calibrated_on": {"tracks": cal.tracks, "works": cal.works, "how": cal.how, "track_ids": ids},
         },
         "validation": {
-            "tracks": len(val_idx),
-            "accuracy": val_acc,
-            "balanced_accuracy": val_bacc,
-            "majority_baseline": baseline,
-            "single_work_composers": single,
+            "tracks": cal.tracks,
+            "accuracy": cal.accuracy,
+            "balanced_accuracy": cal.balanced_accuracy,
+            "majority_baseline": report.baseline,
+            "single_work_composers": report.single_work_composers,
         },
-        "warnings": warnings,
+        "warnings": report.warnings,
     }
-    return IndexContents(manifest, index, clips, model.state_dict()), report
+
+
+def leave_one_work_out_scores(
+    model: Any,
+    clips: ClipArrays,
+    track_label: np.ndarray,
+    track_group: np.ndarray,
+    ks: Sequence[int],
+    *,
+    k: int,
+    n_labels: int,
+) -> tuple[dict[int, np.ndarray], TrackScores]:
+    """Each track of ``clips`` against an index of the other works' clips: its novelty at each k
+    of ``ks`` and its vote at ``k`` (the calibration and validation of a frozen encoder)."""
+    from musicidx.encoder.model import embed
+
+    emb = embed(model, clips.feats)
+    index, _ = make_faiss_index(model.config.embedding_dim, len(emb), "flat")
+    index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
+    clip_group, clip_label = track_group[clips.track], track_label[clips.track]
+    tracks = np.unique(clips.track)
+    nbs = [search_outside(index, emb[clips.track == t], clip_group, track_group[t], max(ks)) for t in tracks]
+    preds, conf = np.empty(len(tracks), np.int64), np.empty(len(tracks))
+    for i, nb in enumerate(nbs):
+        votes = vote(Neighbours(nb.ids[:, :k], nb.dist[:, :k]), clip_label, n_labels)
+        preds[i], conf[i] = int(np.argmax(votes)), float(votes.max())
+    novelty = np.array([track_novelty(nb, k) for nb in nbs])
+    by_k = {kk: np.array([track_novelty(nb, kk) for nb in nbs]) for kk in ks}
+    return by_k, TrackScores(track_label[tracks], preds, novelty, conf)
 
 
 def leave_one_work_out_novelties(
@@ -626,20 +732,23 @@ def build_index(
     midi_dir: str | Path,
     *,
     out: str | Path,
+    recipe: Recipe | None = None,
     features: FeatureConfig | None = None,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
-    k: int = 10,
-    accept_rate: float = 0.95,
+    k: int | None = None,
+    accept_rate: float | None = None,
     workers: int | None = None,
     cache_dir: str | Path | None | bool = True,
     soundfont: str | Path | None = None,
     strict: bool = False,
-    faiss_kind: str = "auto",
+    faiss_kind: str | None = None,
     progress: Progress | None = None,
     ray: str | None = None,
 ) -> BuildReport:
-    """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically).
+    """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically) with
+    ``recipe`` (default :data:`~musicidx.encoder.recipe.DEFAULT_RECIPE`); the keyword configs,
+    when given, replace its parts.
 
     ``out`` must be new, empty, or an index musicidx wrote, and must neither be, lie inside nor
     contain ``midi_dir``; anything else is refused before any work (see
@@ -651,28 +760,23 @@ def build_index(
     began = time.monotonic()
     check_corpus_folder(midi_dir)
     check_index_destination(out, source=midi_dir)  # fail now, not after training; never destroy a user's folder
+    r = (recipe or DEFAULT_RECIPE).replace(
+        features=features, model=model_config, train=train_config, k=k, accept_rate=accept_rate, faiss=faiss_kind
+    )
+    r.check_encoder()
     with _cluster(ray) as session:
         corpus = prepare_corpus(
             midi_dir,
-            features=features,
+            features=r.features,
             soundfont=soundfont,
             cache_dir=cache_dir,
             workers=workers,
             strict=strict,
-            variants=(train_config or TrainConfig()).program_variants,
+            variants=0 if r.frozen else r.train.program_variants,
             progress=progress,
             ray=session,
         )
-        contents, fit = fit_index(
-            corpus,
-            model_config=model_config,
-            train_config=train_config,
-            k=k,
-            accept_rate=accept_rate,
-            faiss_kind=faiss_kind,
-            progress=progress,
-            ray=session,
-        )
+        contents, fit = fit_index(corpus, recipe=r, progress=progress, ray=session)
         contents.manifest["skipped"] = [{"path": p, "reason": r} for p, r in corpus.skipped]
         contents.manifest["corpus_root"] = str(Path(midi_dir).resolve())  # what clips.parquet's paths are relative to
         cluster = None if session is None else session.describe()

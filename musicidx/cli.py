@@ -92,14 +92,40 @@ def cli() -> None:
     ones, saying so when the composer is nobody the index knows."""
 
 
+recipe_option = click.option(
+    "--recipe",
+    "recipe_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MUSICIDX_RECIPE",
+    help="Recipe file (TOML or JSON; see data/recipe.toml) over the default recipe (or $MUSICIDX_RECIPE).",
+)
+
+
+def _recipe(recipe_file: Path | None, **changes: Any) -> Any:
+    """The default recipe, or ``recipe_file`` over it; then the options given (None = unchanged)."""
+    import dataclasses
+
+    from musicidx.encoder.recipe import DEFAULT_RECIPE, load_recipe
+
+    r = DEFAULT_RECIPE if recipe_file is None else load_recipe(recipe_file)
+    features = {k: v for k in ("clips_per_track",) if (v := changes.pop(k, None)) is not None}
+    train = {k: v for k in ("epochs", "seed") if (v := changes.pop(k, None)) is not None}
+    return r.replace(
+        features=dataclasses.replace(r.features, **features) if features else None,
+        train=dataclasses.replace(r.train, **train) if train else None,
+        **changes,
+    )
+
+
 @cli.command()
 @click.argument("midi_dir", type=click.Path(path_type=Path))
 @_index_path_option("--out", help="Index directory to write (or $MUSICIDX_INDEX).")
-@click.option("--clips-per-track", type=click.IntRange(1, 256), help="Clips cut from each track.")
-@click.option("--epochs", type=click.IntRange(1, 1000), help="Training epochs.")
+@recipe_option
+@click.option("--clips-per-track", type=click.IntRange(1, 256), help="Clips cut from each track [recipe's].")
+@click.option("--epochs", type=click.IntRange(1, 1000), help="Training epochs [recipe's].")
 @click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Neighbours per clip.")
+@click.option("--seed", type=int, help="Training seed [recipe's].")
+@click.option("--k", type=click.IntRange(1, 1000), help="Neighbours per clip [recipe's: 10].")
 @soundfont_option
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Feature cache [$XDG_CACHE_HOME/musicidx].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache.")
@@ -108,9 +134,7 @@ def cli() -> None:
     "--faiss",
     "faiss_kind",
     type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]),
-    default="auto",
-    show_default=True,
-    help="FAISS index: exact up to 100,000 clips, HNSW up to 1,000,000, IVF-PQ above (auto), or forced.",
+    help="FAISS index: exact up to 100,000 clips, HNSW up to 1,000,000, IVF-PQ above (auto, the recipe's), or forced.",
 )
 @click.option(
     "--ray",
@@ -126,36 +150,32 @@ def cli() -> None:
 def build(
     midi_dir: Path,
     out: Path,
+    recipe_file: Path | None,
     clips_per_track: int | None,
     epochs: int | None,
     workers: int | None,
-    seed: int,
-    k: int,
+    seed: int | None,
+    k: int | None,
     soundfont: Path | None,
     cache_dir: Path | None,
     no_cache: bool,
     strict: bool,
-    faiss_kind: str,
+    faiss_kind: str | None,
     ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Build an index from MIDI_DIR/<Composer>/*.mid."""
-    from musicidx.encoder.config import FeatureConfig, TrainConfig
     from musicidx.indexer.build import build_index
 
-    features = FeatureConfig() if clips_per_track is None else FeatureConfig(clips_per_track=clips_per_track)
-    train = TrainConfig(seed=seed) if epochs is None else TrainConfig(seed=seed, epochs=epochs)
+    recipe = _recipe(recipe_file, clips_per_track=clips_per_track, epochs=epochs, seed=seed, k=k, faiss=faiss_kind)
     report = build_index(
         midi_dir,
         out=out,
-        features=features,
-        train_config=train,
-        k=k,
+        recipe=recipe,
         workers=workers,
         soundfont=soundfont,
         cache_dir=False if no_cache else (cache_dir or True),
         strict=strict,
-        faiss_kind=faiss_kind,
         progress=Progress(),
         ray=ray_address,
     )
@@ -274,6 +294,62 @@ def info(index_dir: Path, as_json: bool) -> None:
     click.echo(_json(m) if as_json else _render_info(m, index_dir))
 
 
+@cli.command()
+@click.argument("recipe_file", metavar="RECIPE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Work folder: exports, rendered views, checkpoints [$XDG_CACHE_HOME/musicidx/pretrain].",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("encoder/weights"),
+    show_default=True,
+    help="Where the weights and their card go (the package's weights folder in a checkout).",
+)
+@click.option("--lieder", type=click.Path(file_okay=False, path_type=Path), help="A copy of OpenScore Lieder.")
+@click.option("--workers", type=click.IntRange(1, 256), help="Export and rendering processes [all cores].")
+@json_option
+def pretrain(
+    recipe_file: Path, work: Path | None, out: Path, lieder: Path | None, workers: int | None, as_json: bool
+) -> None:
+    """Pretrain the encoder on external music (music21 corpus, OpenScore Lieder) in random
+    timbres; resumable: run the same command again after an interruption."""
+    from musicidx.encoder.config import default_cache_dir
+    from musicidx.encoder.pretrain.config import load_pretrain_config
+    from musicidx.encoder.pretrain.run import pretrain as run_pretrain
+    from musicidx.indexer.build import default_workers
+
+    config = load_pretrain_config(recipe_file)
+    r = run_pretrain(
+        config,
+        work=work or default_cache_dir() / "pretrain",
+        out=out,
+        lieder=lieder,
+        workers=workers or default_workers(),
+        progress=Progress(),
+    )
+    body = {
+        "weights": str(r.weights),
+        "sha256": r.sha256,
+        "pieces": r.pieces,
+        "passages": r.passages,
+        "classes": len(r.classes),
+        "skipped": len(r.skipped),
+        "seconds": {k: round(v, 1) for k, v in r.seconds.items()},
+    }
+    if as_json:
+        click.echo(_json(body))
+        return
+    click.echo(
+        f"pretrained   {r.weights} (sha256 {r.sha256[:12]})\n"
+        f"corpus       {r.pieces} pieces, {r.passages} passages, {len(r.classes)} labelled composers, "
+        f"{len(r.skipped)} skipped\n"
+        f"seconds      " + ", ".join(f"{k} {v:.0f}" for k, v in r.seconds.items())
+    )
+
+
 @cli.command(name="eval")
 @click.argument("midi_dir", type=click.Path(path_type=Path))
 @click.option(
@@ -289,6 +365,7 @@ def info(index_dir: Path, as_json: bool) -> None:
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write report.json and plots here.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
+@recipe_option
 @json_option
 def eval_(
     midi_dir: Path,
@@ -298,10 +375,12 @@ def eval_(
     report_dir: Path | None,
     seed: int,
     workers: int | None,
+    recipe_file: Path | None,
     as_json: bool,
 ) -> None:
     """Grouped CV (closed set) and leave-one-composer-out (open set), each held-out track also
-    re-orchestrated, over several seeds; or, with --index, an existing index on another labelled folder."""
+    re-orchestrated, over several training seeds (one for a frozen pretrained encoder), with the
+    default recipe or --recipe; or, with --index, an existing index on another labelled folder."""
     from musicidx.query import evaluate as ev
 
     if index_dir is not None:
@@ -310,7 +389,15 @@ def eval_(
         out = _json(cross.to_dict()) if as_json else _render_cross(cross, written)
         click.echo(out)
         return
-    report = ev.evaluate(midi_dir, folds=folds, seed=seed, seeds=range(seeds), workers=workers, progress=Progress())
+    report = ev.evaluate(
+        midi_dir,
+        folds=folds,
+        seed=seed,
+        seeds=range(seeds),
+        recipe=_recipe(recipe_file),
+        workers=workers,
+        progress=Progress(),
+    )
     written = ev.write_report(report, report_dir) if report_dir else []
     click.echo(_json(report.to_dict()) if as_json else _render_eval(report, written))
 
@@ -453,6 +540,7 @@ def _build_dict(r: Any) -> dict[str, Any]:
         "novelty_threshold": f.threshold,
         "accept_rate": f.accept_rate,
         "best_epoch": f.best_epoch,
+        "encoder": f.encoder,
         "faiss": f.faiss_kind,
         "soundfont": r.soundfont.name,
         "rendered_seconds": r.rendered_seconds,
@@ -469,8 +557,14 @@ def _render_build(r: Any) -> str:
         f"index        {r.out}",
         f"tracks       {f.n_tracks} ({f.n_works} works), {f.n_clips} clips",
         f"composers    {', '.join(f.composers)}",
+        f"encoder      {_encoder_origin(f.encoder)}",
         f"validation   {f.val_tracks} held-out tracks: accuracy {_fmt(f.val_accuracy)}, "
-        f"balanced accuracy {_fmt(f.val_balanced_accuracy)} (best epoch {f.best_epoch})",
+        f"balanced accuracy {_fmt(f.val_balanced_accuracy)}"
+        + (
+            " (each against the other works)"
+            if f.encoder and not f.encoder.get("finetuned")
+            else f" (best epoch {f.best_epoch})"
+        ),
         f"baseline     always answering {f.baseline['composer']} (most tracks) would score accuracy "
         f"{_fmt(f.baseline['accuracy'])}, balanced accuracy {_fmt(f.baseline['balanced_accuracy'])}",
         f"novelty      threshold {f.threshold:.4f} (accepts {f.accept_rate:.0%} of held-out known-composer tracks)",
@@ -646,6 +740,14 @@ def _faiss_lines(f: dict[str, Any]) -> list[str]:
     ]
 
 
+def _encoder_origin(e: dict[str, Any] | None) -> str:
+    """Where an index's encoder came from, in words (indexes before the recipe say nothing)."""
+    if not e or e.get("name") is None:
+        return "trained in the build"
+    how = "fine-tuned in the build" if e.get("finetuned") else "frozen"
+    return f"pretrained {e['name']} (sha256 {e['sha256'][:12]}...), {how}"
+
+
 def _render_info(m: dict[str, Any], where: Path) -> str:
     from musicidx.indexer.store import thresholds_by_k
 
@@ -661,7 +763,7 @@ def _render_info(m: dict[str, Any], where: Path) -> str:
             f"{feats['hop_length']}, {feats['clips_per_track']} clips x {feats['clip_seconds']:g}s",
             f"soundfont      {m['soundfont']['name']} (sha256 {m['soundfont']['sha256'][:12]}...)",
             f"encoder        {m['embedding_dim']}-d, channels {m['model']['channels']}, "
-            f"sha256 {m['encoder_sha256'][:12]}...",
+            f"sha256 {m['encoder_sha256'][:12]}..., {_encoder_origin(m.get('encoder'))}",
             f"faiss          {m['faiss']['type']} ({m['faiss']['metric']}), {m['faiss']['ntotal']} vectors, k={m['k']}",
             *_faiss_lines(m["faiss"]),
             f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "

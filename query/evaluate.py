@@ -33,6 +33,7 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
 from musicidx.encoder.render import ORCHESTRATIONS
 from musicidx.indexer.build import Corpus, Progress, TrackScores, fit_index, prepare_corpus, score_tracks, stack_clips
 
@@ -128,14 +129,12 @@ class EvalReport:
         return d
 
 
-def _fit(
-    corpus: Corpus, train_idx: np.ndarray, *, model_config: ModelConfig, train_config: TrainConfig, k: int
-) -> tuple[Any, float]:
+def _fit(corpus: Corpus, train_idx: np.ndarray, *, recipe: Recipe) -> tuple[Any, float]:
     """Build on ``train_idx`` exactly as ``musicidx build`` does; the encoder and its threshold."""
     from musicidx.encoder.model import Encoder
 
-    contents, fit = fit_index(corpus.subset(train_idx), model_config=model_config, train_config=train_config, k=k)
-    model = Encoder(model_config, corpus.feature_config)
+    contents, fit = fit_index(corpus.subset(train_idx), recipe=recipe)
+    model = Encoder(recipe.model, corpus.feature_config)
     model.load_state_dict(contents.encoder_state)
     model.eval()
     return model, fit.threshold
@@ -187,9 +186,7 @@ def _one_seed(
     composers: list[str],
     label: np.ndarray,
     fold_splits: list[tuple[np.ndarray, np.ndarray]],
-    mc: ModelConfig,
-    tc: TrainConfig,
-    k: int,
+    recipe: Recipe,
     folds: int,
     fold_seed: int,
     open_set: bool,
@@ -201,6 +198,7 @@ def _one_seed(
     (with ``keep_plots``) what the plots need."""
     from musicidx.encoder.model import embed
 
+    k = recipe.k
     n, views = len(composers), (ORIGINAL, *orchestrations)
     works = [t.group for t in corpus.tracks]
     # ---- closed set: every track is held out once; it is also asked in every orchestration
@@ -211,7 +209,7 @@ def _one_seed(
     per_fold: list[dict[str, Any]] = []
     plots: dict[str, Any] = {}
     for f, (tr, te) in enumerate(fold_splits):
-        model, thr = _fit(corpus, tr, model_config=mc, train_config=tc, k=k)
+        model, thr = _fit(corpus, tr, recipe=recipe)
         scores = _score_views(model, corpus, tr, te, label, n_labels=n, k=k, orchestrations=orchestrations)
         truth = np.r_[truth, scores[ORIGINAL].truth]
         thr_of_track = np.r_[thr_of_track, np.full(len(te), thr)]
@@ -270,7 +268,7 @@ def _one_seed(
                 [corpus.tracks[i].composer for i in known], [works[i] for i in known], n_folds=folds, seed=fold_seed
             )
             tr, te = known[kf[0][0]], known[kf[0][1]]
-            model, thr = _fit(corpus, tr, model_config=mc, train_config=tc, k=k)
+            model, thr = _fit(corpus, tr, recipe=recipe)
             scores = _score_views(
                 model, corpus, tr, np.r_[te, unknown], label, n_labels=n, k=k, orchestrations=orchestrations
             )
@@ -324,10 +322,11 @@ def evaluate(
     folds: int = 5,
     seed: int = 0,
     seeds: Sequence[int] | None = None,
+    recipe: Recipe | None = None,
     features: FeatureConfig | None = None,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
-    k: int = 10,
+    k: int | None = None,
     open_set: bool = True,
     orchestrations: Sequence[str] = ORCHESTRATIONS,
     cache_dir: str | Path | None | bool = True,
@@ -338,23 +337,29 @@ def evaluate(
     """Closed-set grouped cross-validation and leave-one-composer-out open-set evaluation, with
     every held-out track also asked in each of ``orchestrations``, over several training seeds.
 
-    ``seed`` fixes the folds (the same folds for every recipe); ``seeds`` are the training seeds
-    (default: ``train_config.seed``, else ``seed``), each a full run whose headline numbers are
-    summarised as mean and standard deviation.
+    ``recipe`` (default :data:`~musicidx.encoder.recipe.DEFAULT_RECIPE`; the keyword configs,
+    when given, replace its parts) is what each fold builds with.  ``seed`` fixes the folds (the
+    same folds for every recipe); ``seeds`` are the training seeds (default: the recipe's), each a
+    full run whose headline numbers are summarised as mean and standard deviation.  A frozen
+    recipe (pretrained weights, nothing trained in ``build``) gives the same answers for every
+    training seed, so it runs once.
     """
     began = time.monotonic()
-    mc = model_config or ModelConfig()
-    base_tc = train_config or TrainConfig(seed=seed)
+    r = (recipe or DEFAULT_RECIPE).replace(features=features, model=model_config, train=train_config, k=k)
+    r.check_encoder()
+    mc, base_tc = r.model, r.train
     train_seeds = list(seeds) if seeds is not None else [base_tc.seed]
     if not train_seeds:
         raise MusicIdxError("give at least one training seed")
+    if r.frozen:
+        train_seeds = train_seeds[:1]
     corpus = prepare_corpus(
         midi_dir,
-        features=features,
+        features=r.features,
         soundfont=soundfont,
         cache_dir=cache_dir,
         workers=workers,
-        variants=base_tc.program_variants,  # the training renderings the recipe asks for
+        variants=0 if r.frozen else base_tc.program_variants,  # the training renderings the recipe asks for
         orchestrations=orchestrations,
         progress=progress,
     )
@@ -377,9 +382,7 @@ def evaluate(
             composers=composers,
             label=label,
             fold_splits=splits,
-            mc=mc,
-            tc=dataclasses.replace(base_tc, seed=s),
-            k=k,
+            recipe=dataclasses.replace(r, train=dataclasses.replace(base_tc, seed=s)),
             folds=folds,
             fold_seed=seed,
             open_set=open_set,
@@ -402,8 +405,9 @@ def evaluate(
             "features": corpus.feature_config.to_dict(),
             "model": mc.to_dict(),
             "training": base_tc.to_dict(),
-            "k": k,
+            "k": r.k,
             "fold_seed": seed,
+            "recipe": dataclasses.replace(r, features=corpus.feature_config).to_dict(),
         },
         seconds=time.monotonic() - began,
         seeds=train_seeds,

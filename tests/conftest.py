@@ -9,7 +9,7 @@ SoundFonts the machine has, and it loads ~20x faster than a 140 MB General MIDI 
 
 from __future__ import annotations
 
-import functools
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,13 +49,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A private cache and a fixed SoundFont for the session; no stray index from the environment."""
+    """A private cache and a fixed SoundFont for the session; no stray index or recipe from the environment."""
     from musicidx.encoder.render import bundled_soundfont
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
         mp.setenv("MUSICIDX_SOUNDFONT", str(bundled_soundfont()))
         mp.delenv("MUSICIDX_INDEX", raising=False)
+        mp.delenv("MUSICIDX_RECIPE", raising=False)
         yield
 
 
@@ -156,21 +157,17 @@ def index_copy(built_index: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def tiny_cli_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``musicidx build`` use the tiny configs for whatever its options leave at default.
+def tiny_cli_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Make ``musicidx build`` and ``eval`` use the tiny configs, through the public way to
+    change the recipe: a recipe file named by ``$MUSICIDX_RECIPE`` (an explicit option still wins).
 
-    The CLI deliberately exposes only a few options (--clips-per-track, --epochs, --seed); its
-    defaults build a real index of 10 s clips with 192 triplet batches, which takes minutes.
-    The CLI tests are about the plumbing, so the config classes it instantiates are swapped for
-    ones with the tiny defaults (an explicit option still wins).
-    """
-    from musicidx.encoder import config
-    from musicidx.indexer import build
-
-    train = {k: v for k, v in TRAIN.to_dict().items() if k != "seed"}  # --seed always passes its own
-    monkeypatch.setattr(config, "FeatureConfig", functools.partial(FeatureConfig, **FEATURES.to_dict()))
-    monkeypatch.setattr(config, "TrainConfig", functools.partial(TrainConfig, **train))
-    monkeypatch.setattr(build, "ModelConfig", functools.partial(ModelConfig, **MODEL.to_dict()))
+    The default recipe builds a real index of 10 s clips with 192 triplet batches, which takes
+    minutes; the CLI tests are about the plumbing.  Returns the recipe file."""
+    path = tmp_path_factory.mktemp("recipe") / "tiny.json"
+    train = {k: v for k, v in TRAIN.to_dict().items() if k != "seed"}  # --seed passes its own
+    path.write_text(json.dumps({"features": FEATURES.to_dict(), "model": MODEL.to_dict(), "train": train}))
+    monkeypatch.setenv("MUSICIDX_RECIPE", str(path))
+    return path
 
 
 # ------------------------------------------------------------------------- a hand-made index

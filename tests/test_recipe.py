@@ -1,0 +1,78 @@
+"""The Recipe: one default, files over it, validation, and what a build records of it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from musicidx.encoder.config import FeatureConfig, ModelConfig
+from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe, RecipeError, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_recipe_file_is_the_default() -> None:
+    assert load_recipe(REPO / "data" / "recipe.toml") == DEFAULT_RECIPE
+
+
+def test_the_default_is_s3_piano_render_and_note_statistics() -> None:
+    assert DEFAULT_RECIPE.features.render_program == 0
+    assert DEFAULT_RECIPE.model.stats_dim == 64
+    assert DEFAULT_RECIPE.k == 10 and not DEFAULT_RECIPE.frozen
+
+
+def test_a_file_changes_only_what_it_names(tmp_path: Path) -> None:
+    f = tmp_path / "r.toml"
+    f.write_text("k = 5\n[train]\nepochs = 3\n")
+    r = load_recipe(f)
+    assert r.k == 5 and r.train.epochs == 3
+    assert r.train.margin == DEFAULT_RECIPE.train.margin and r.features == DEFAULT_RECIPE.features
+    j = tmp_path / "r.json"
+    j.write_text(json.dumps({"features": {"render_program": None}, "model": {"channels": [8, 16]}}))
+    r = load_recipe(j)
+    assert r.features.render_program is None and r.model.channels == (8, 16)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("k = 0\n", "k must be in 1..1000"),
+        ("kk = 3\n", r"unknown recipe key\(s\) \['kk'\]"),
+        ("[train]\nepoch = 3\n", "unknown TrainConfig field"),
+        ("faiss = 'annoy'\n", "faiss must be one of"),
+        ("finetune = true\n", "finetune needs an encoder"),
+        ("encoder = 'nope'\n", "no pretrained encoder 'nope'"),
+        ("k = [\n", "not valid TOML"),
+    ],
+)
+def test_bad_recipes_are_refused_naming_the_file(tmp_path: Path, text: str, match: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(RecipeError, match=match) as e:
+        load_recipe(f)
+    assert e.value.path == f
+
+
+def test_replace_leaves_none_alone() -> None:
+    r = DEFAULT_RECIPE.replace(k=None, model=ModelConfig(channels=(8,)), features=None)
+    assert r.k == 10 and r.model.channels == (8,) and r.features == DEFAULT_RECIPE.features
+
+
+def test_an_encoder_fixes_the_cqt_it_learned(tmp_path: Path) -> None:
+    import torch
+
+    from musicidx.encoder.model import Encoder
+    from musicidx.encoder.render import file_sha256
+
+    model, feats = ModelConfig(channels=(4,), embedding_dim=8), FeatureConfig()
+    pt = tmp_path / "w.pt"
+    torch.save(Encoder(model, feats).state_dict(), pt)
+    card = {"sha256": file_sha256(pt), "recipe": {"model": model.to_dict(), "features": feats.to_dict()}}
+    pt.with_suffix(".json").write_text(json.dumps(card))
+    Recipe(model=model, encoder=str(pt)).check_encoder()
+    with pytest.raises(RecipeError, match=r"learned other CQT features \(n_bins\)"):
+        Recipe(model=model, encoder=str(pt), features=FeatureConfig(n_bins=72)).check_encoder()
+    with pytest.raises(RecipeError, match="model config differs"):
+        Recipe(encoder=str(pt)).check_encoder()
