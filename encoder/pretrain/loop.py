@@ -1,0 +1,183 @@
+"""Stage 3 of ``musicidx pretrain``: the triplet loop over the rendered views, with checkpoints.
+
+Each step draws passages (a window of a piece) and two of their views each. Two losses, both
+triplet losses (the design's):
+
+* **passage**: the two views of a passage are positives, every other passage's views negatives
+  (batch-hard, ``margin``): the embedding must not hear the SoundFont, the orchestration, the key
+  or the tempo;
+* **composer**: part of every step is drawn composer-balanced from labelled pieces (P composers x
+  K passages); their composer is a second label (semi-hard, ``composer_margin``), weighted by
+  ``composer_weight``: passages of one composer nearer than others'.
+
+Every step's randomness is drawn from generators seeded by (seed, step), and the learning-rate
+schedule is a function of the step, so a run resumed from a checkpoint continues exactly as the
+run that wrote it would have.  A checkpoint (model, optimiser, step) is written atomically every
+``checkpoint_every`` steps to ``WORK/checkpoint-<digest>.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import Encoder
+from ..train import triplet_loss
+from .config import PretrainConfig
+
+
+@dataclass
+class ViewSet:
+    """Every passage in memory: ``feats[i]`` is ``(views, bins, frames)`` of passage ``i``, from
+    piece ``piece[i]`` with class ``label[i]`` (-1: unlabelled)."""
+
+    feats: np.ndarray  # (passages, views, bins, frames) float16
+    piece: np.ndarray  # (passages,) int
+    label: np.ndarray  # (passages,) int, -1 unlabelled
+    classes: list[str]
+
+
+def load_views(entries: Sequence[tuple[Path, str | None]]) -> ViewSet:
+    """Stack the views files ``entries`` (path, label) into a :class:`ViewSet`, dropping passages
+    that are near-silent in any view (their log-CQT is flat, no pair to learn from)."""
+    classes = sorted({lab for _, lab in entries if lab is not None})
+    index = {c: i for i, c in enumerate(classes)}
+    feats, piece, label = [], [], []
+    for i, (path, lab) in enumerate(entries):
+        with np.load(path) as z:
+            f = z["feats"]  # (views, clips, bins, frames)
+        spread = f.astype(np.float32).std(axis=(2, 3))  # (views, clips)
+        for c in np.flatnonzero((spread > 0.5).all(axis=0)):
+            feats.append(f[:, c])
+            piece.append(i)
+            label.append(-1 if lab is None else index[lab])
+    if not feats:
+        return ViewSet(np.zeros((0, 2, 1, 1), np.float16), np.zeros(0, np.int64), np.zeros(0, np.int64), classes)
+    return ViewSet(np.stack(feats), np.asarray(piece), np.asarray(label), classes)
+
+
+def _batch(vs: ViewSet, cfg: PretrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Passage rows of one step: composer-balanced labelled ones (P x K) then uniform ones."""
+    lc = cfg.loop
+    n_lab = int(round(lc.passages * lc.labelled_share)) if len(vs.classes) >= 2 else 0
+    k = 4
+    rows: list[int] = []
+    if n_lab:
+        present = np.unique(vs.label[vs.label >= 0])
+        chosen = rng.choice(present, size=min(len(present), max(2, n_lab // k)), replace=False)
+        for c in chosen:
+            own = np.flatnonzero(vs.label == c)
+            rows += rng.choice(own, size=k, replace=len(own) < k).tolist()
+    rest = lc.passages - len(rows)
+    rows += rng.choice(len(vs.feats), size=rest, replace=False).tolist()
+    return np.asarray(rows), vs.label[rows]
+
+
+def _crop(x: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
+    if x.shape[-1] <= frames:
+        return x
+    o = int(rng.integers(0, x.shape[-1] - frames + 1))
+    return x[..., o : o + frames]
+
+
+def checkpoint_path(work: Path, cfg: PretrainConfig) -> Path:
+    return work / f"checkpoint-{cfg.digest()}.pt"
+
+
+def pretrain_loop(
+    vs: ViewSet,
+    cfg: PretrainConfig,
+    work: Path,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    stop_after: int | None = None,
+) -> Encoder:
+    """Train (or resume) the encoder; returns it in eval mode. ``stop_after``: return after that
+    many steps of this call (for tests of the resume); the checkpoint is written first."""
+    lc = cfg.loop
+    torch.manual_seed(lc.seed)
+    model = Encoder(cfg.model, cfg.features)
+    opt = torch.optim.AdamW(model.parameters(), lr=lc.lr, weight_decay=lc.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lc.lr, total_steps=max(lc.steps, 1), pct_start=0.1)
+    ckpt = checkpoint_path(work, cfg)
+    step = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+    crop = min(
+        cfg.features.frames_per_clip, int(round(lc.crop_seconds * cfg.features.sample_rate / cfg.features.hop_length))
+    )
+    log = work / f"log-{cfg.digest()}.jsonl"
+    began, ran = time.monotonic(), 0
+    model.train()
+    while step < lc.steps and (stop_after is None or ran < stop_after):
+        rng = np.random.default_rng([lc.seed, step])
+        torch.manual_seed(lc.seed * 1_000_003 + step)  # dropout
+        rows, labels = _batch(vs, cfg, rng)
+        n_views = vs.feats.shape[1]
+        pair = np.stack([rng.choice(n_views, size=2, replace=False) for _ in rows])
+        x = np.stack(
+            [_crop(vs.feats[r, pair[i, 0]], crop, rng) for i, r in enumerate(rows)]
+            + [_crop(vs.feats[r, pair[i, 1]], crop, rng) for i, r in enumerate(rows)]
+        )
+        emb = model(torch.from_numpy(x.astype(np.float32)))
+        passage = torch.arange(len(rows)).repeat(2)
+        loss, active = triplet_loss(emb, passage, margin=lc.margin, mining="batch-hard")
+        lab = torch.from_numpy(np.concatenate([labels, labels]))
+        composer_loss = torch.zeros(())
+        if lc.composer_weight > 0 and (lab >= 0).sum() > 1 and len(torch.unique(lab[lab >= 0])) > 1:
+            composer_loss, _ = triplet_loss(emb[lab >= 0], lab[lab >= 0], margin=lc.composer_margin, mining="semi-hard")
+        total = loss + lc.composer_weight * composer_loss
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        ran += 1
+        if step % 25 == 0 or step == lc.steps:
+            with open(log, "a") as f:
+                f.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "passage_loss": round(loss.item(), 5),
+                            "active": round(active, 4),
+                            "composer_loss": round(composer_loss.item(), 5),
+                            "seconds": round(time.monotonic() - began, 1),
+                        }
+                    )
+                    + "\n"
+                )
+        if step % lc.checkpoint_every == 0 or step == lc.steps or (stop_after is not None and ran == stop_after):
+            _save(
+                ckpt,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "step": step,
+                },
+            )
+        if progress is not None:
+            progress("training", step, lc.steps)
+    model.eval()
+    return model
+
+
+def _save(path: Path, state: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        torch.save(state, f)
+    os.replace(tmp, path)
