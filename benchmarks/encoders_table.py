@@ -1,0 +1,88 @@
+"""Print ``benchmarks/results/encoders.jsonl`` (``encoder_eval.py``) as the table in BENCHMARKS.md,
+the note-statistics peer (``note_baseline.py``, one results file per cross-corpus set) first.
+
+    python benchmarks/encoders_table.py [--peer m21=results/note_baseline.json ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+VIEWS = ("original", "piano", "strings", "winds", "random")
+SETS = ("m21", "lieder")
+
+
+def ms(d: dict[str, Any] | None, key: str) -> str:
+    if not d or key not in d or d[key] is None:
+        return "–"
+    v = d[key]
+    if not isinstance(v, dict):
+        return f"{v:.3f}"
+    return f"{v['mean']:.3f} ± {v['std']:.3f}" if v.get("std") else f"{v['mean']:.3f}"
+
+
+def cross_cells(c: dict[str, Any] | None) -> str:
+    cells = []
+    for s in SETS:
+        d = (c or {}).get(s)
+        cells += [
+            ms(d, "accuracy"),
+            ms(d, "auroc"),
+            ms(d, "auroc_never_heard"),
+            ms(d, "flagged_new"),
+            ms(d, "flagged_known"),
+        ]
+    return " | ".join(cells)
+
+
+def peer_row(peers: dict[str, Path]) -> str:
+    first = json.loads(next(iter(peers.values())).read_text())
+    loco = first["open"]["mean"]["knn"]["auroc"]
+    cells = []
+    for s in SETS:
+        if s not in peers:
+            cells += ["–"] * 5
+            continue
+        cr = json.loads(peers[s].read_text())["cross"]
+        cells += [f"{cr['accuracy']:.3f}", f"{cr['overall']['knn']['auroc']:.3f}", "–", "–", "–"]
+    return (
+        "| peer: note statistics + logistic regression (reads the MIDI) | – "
+        f"| {first['closed']['balanced_accuracy']:.3f}"
+        f" | = | = | = | = | 1 | {loco:.3f} | " + " | ".join(cells) + " | – |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peer", action="append", default=[], metavar="SET=FILE")
+    a = ap.parse_args()
+    peers = {p.split("=", 1)[0]: HERE / p.split("=", 1)[1] for p in a.peer}
+    head = (
+        "| variant | seeds | CV bal. acc. as written | piano | strings | winds | random GM | agreement | LOCO AUROC "
+        + "".join(
+            f"| {s} acc. (known) | {s} AUROC | {s} AUROC never-heard | {s} new flagged | {s} known flagged "
+            for s in SETS
+        )
+        + "| eval s |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    if peers:
+        print(peer_row(peers))
+    path = HERE / "results" / "encoders.jsonl"
+    for r in (json.loads(x) for x in path.read_text().splitlines() if x) if path.exists() else []:
+        s = r.get("eval", {}).get("summary")
+        print(
+            f"| {r['variant']} | {r['seeds']} | "
+            + " | ".join(ms(s, f"closed.{v}.balanced_accuracy") for v in VIEWS)
+            + f" | {ms(s, 'closed.agreement')} | {ms(s, 'open.original.auroc')} | {cross_cells(r.get('cross'))} "
+            f"| {r.get('eval', {}).get('eval_seconds', '–')} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
