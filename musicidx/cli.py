@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from musicidx import __version__
-from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.errors import MusicIdxError, install_hint
 
 EXIT_ERROR, EXIT_PARTIAL = 1, 3
 DEFAULT_INDEX = "musicidx-index"
@@ -380,9 +380,7 @@ def serve(
         from musicidx.serve.app import Server
         from musicidx.serve.service import ServeConfig
     except ImportError as e:
-        raise MusicIdxError(
-            f"'musicidx serve' needs the serve extra (no {e.name}): pip install 'musicidx[serve]'"
-        ) from e
+        raise MusicIdxError(f"'musicidx serve' needs the serve extra (no {e.name}): {install_hint('serve')}") from e
     config = ServeConfig(
         index_dir, queue=queue, max_upload_bytes=int(max_upload_mb * 2**20), token=token or None,
         midi_dirs=midi_dirs, soundfont=soundfont, **({"workers": workers} if workers else {}),

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
-from musicidx.encoder.errors import DependencyError, MusicIdxError
+from musicidx.encoder.errors import DependencyError, MusicIdxError, install_hint
 from musicidx.encoder.render import file_sha256, load_midi
 from musicidx.indexer.build import default_workers
 
@@ -44,7 +44,7 @@ from .engine import SCORE_COLUMNS, ScoreRow, Searcher, list_query_files, score_f
 #: Bump when the export itself changes (how a score becomes a MIDI file): every export is redone.
 EXPORT_VERSION = 1
 RECIPE_VERSION = 1
-INSTALL_HINT = "pip install 'musicidx[demo]'"
+INSTALL_HINT = install_hint("demo")
 
 #: Clip settings for short pieces: a 30-60 s chorale yields 5-8 overlapping 8 s windows; the
 #: longer madrigals and movements are sampled at 8 evenly spaced windows like everything else.

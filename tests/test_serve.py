@@ -62,7 +62,8 @@ def test_serve_without_the_extra_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == (
-        "musicidx: error: 'musicidx serve' needs the serve extra (no fastapi): pip install 'musicidx[serve]'"
+        "musicidx: error: 'musicidx serve' needs the serve extra (no fastapi): pip install 'musicidx[serve]' "
+        "(from a source checkout: pip install '.[serve]')"
     )
 
 
