@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -34,8 +35,11 @@ from musicidx.encoder.render import SoundFont, find_soundfont
 from .corpus import CorpusError, Track, check_corpus_folder, scan_corpus
 from .features import FEATURES_VERSION, TrackFeatures, extract_many
 from .neighbours import (
+    MIN_CALIBRATION_TRACKS,
+    MIN_CALIBRATION_WORKS,
     Neighbours,
     calibrate_threshold,
+    calibration_shortfall,
     reference_kth_distances,
     relative_novelty,
     search,
@@ -45,6 +49,7 @@ from .neighbours import (
 )
 from .store import (
     FORMAT_VERSION,
+    SEEN_IN_TRAINING_HOW,
     IndexContents,
     check_index_destination,
     index_embeddings,
@@ -263,6 +268,12 @@ class FitReport:
     baseline: dict[str, Any] = field(default_factory=dict)
     single_work_composers: list[str] = field(default_factory=list)  # never validated: all in training
     warnings: list[str] = field(default_factory=list)  # what the corpus leaves untested, in words
+    #: why the threshold cannot back a verdict (too few held-out tracks or works), ``None`` when it can
+    uncalibrated_reason: str | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.uncalibrated_reason is None
 
 
 class TrainedCache:
@@ -471,13 +482,18 @@ def fit_index(
     else:  # nothing could be held out: each training track against the others' works
         novelty_by_k = leave_one_work_out_novelties(model, tr, np.array(groups, dtype=object), ks)
         val_acc = val_bacc = None
-        how = "no work could be held out: each track against an index of the other works, all seen in training"
+        how = f"{SEEN_IN_TRAINING_HOW}: each track against an index of the other works, all seen in training"
     thresholds = {kk: calibrate_threshold(v, accept_rate) for kk, v in novelty_by_k.items()}
     threshold = thresholds[k]
     largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[val_idx])
     baseline = {"composer": composers[largest], "accuracy": base_acc, "balanced_accuracy": base_bacc}
     single = single_work_composers([t.composer for t in corpus.tracks], groups)
-    warnings = small_corpus_warnings(corpus, single, validated=len(val_idx) > 0)
+    cal_idx = val_idx if len(val_idx) else tr_idx
+    cal_works = len({corpus.tracks[i].group for i in cal_idx})
+    shortfall = calibration_shortfall(len(cal_idx), cal_works, seen_in_training=not len(val_idx))
+    warnings = small_corpus_warnings(
+        corpus, single, validated=len(val_idx) > 0, uncalibrated=shortfall, val_fraction=tc.val_fraction
+    )
     timings["calibrate"] = time.monotonic() - t0
 
     # The index proper: every track.
@@ -524,6 +540,7 @@ def fit_index(
         baseline=baseline,
         single_work_composers=single,
         warnings=warnings,
+        uncalibrated_reason=shortfall,
     )
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -544,11 +561,16 @@ def fit_index(
             "statistic": "median over a track's clips of the cosine distance to the k-th nearest index clip",
             "accept_rate": accept_rate,
             "calibrated_on": {
-                "tracks": len(val_idx),
-                "works": len({corpus.tracks[i].group for i in val_idx}),
+                "tracks": len(cal_idx),
+                "works": cal_works,
                 "how": how,
-                "track_ids": [int(i) for i in (val_idx if len(val_idx) else tr_idx)],
+                "track_ids": [int(i) for i in cal_idx],
+                "seen_in_training": not len(val_idx),
             },
+            # whether the threshold may back a verdict (queries give none when it may not)
+            "calibrated": shortfall is None,
+            "uncalibrated_reason": shortfall,
+            "min_calibration": {"tracks": MIN_CALIBRATION_TRACKS, "works": MIN_CALIBRATION_WORKS},
         },
         "validation": {
             "tracks": len(val_idx),
@@ -590,8 +612,16 @@ def calibration_ks(k: int, n_reference: int) -> list[int]:
     return sorted({k, *(x for x in CALIBRATED_KS if x <= n_reference)})
 
 
-def small_corpus_warnings(corpus: Corpus, single: Sequence[str], *, validated: bool) -> list[str]:
-    """In words, what a corpus too small to hold a work of every composer out leaves untested."""
+def small_corpus_warnings(
+    corpus: Corpus,
+    single: Sequence[str],
+    *,
+    validated: bool,
+    uncalibrated: str | None = None,
+    val_fraction: float = 0.2,
+) -> list[str]:
+    """In words, what a corpus too small to hold a work of every composer out leaves untested, and
+    (given why the threshold is uncalibrated) how many works per composer a calibrated verdict needs."""
     out = []
     for c in single:
         work = next(t.work for t in corpus.tracks if t.composer == c)
@@ -605,7 +635,23 @@ def small_corpus_warnings(corpus: Corpus, single: Sequence[str], *, validated: b
             "no composer has two works, so nothing was held out: there is no validation accuracy, and the novelty "
             "threshold was calibrated on works the encoder trained on (it will call too few pieces new)"
         )
+    if uncalibrated is not None:
+        composers = len({t.composer for t in corpus.tracks})
+        per_work = len(corpus.tracks) / max(1, len({t.group for t in corpus.tracks}))
+        need = works_needed_per_composer(composers, tracks_per_work=per_work, val_fraction=val_fraction)
+        out.append(
+            f"the novelty threshold is uncalibrated ({uncalibrated}), so answers show the novelty but no "
+            f"new-composer verdict; a calibrated verdict needs about {need} works per composer here "
+            f"({composers} composers, {per_work:.1f} tracks per work, {val_fraction:.0%} of the works held out)"
+        )
     return out
+
+
+def works_needed_per_composer(composers: int, *, tracks_per_work: float, val_fraction: float) -> int:
+    """About how many works each composer needs for the held-out share (``val_fraction`` of every
+    composer's works) to reach the minimum calibration of :func:`calibration_shortfall`."""
+    held = max(MIN_CALIBRATION_WORKS, math.ceil(MIN_CALIBRATION_TRACKS / max(tracks_per_work, 1e-9)))
+    return max(2, math.ceil(held / (max(composers, 1) * val_fraction) - 1e-9))  # 8 / (4 x 0.2) is 10, not 11
 
 
 @dataclass

@@ -17,8 +17,17 @@ import pyarrow as pa
 from musicidx.encoder.render import matching_soundfont
 
 from .build import Progress, prepare_corpus, stack_clips
-from .neighbours import calibrate_threshold, search_outside, track_novelty
-from .store import index_bytes, load_index, save_index, stored_vectors, thresholds_by_k, utc_now
+from .neighbours import calibrate_threshold, calibration_shortfall, search_outside, track_novelty
+from .store import (
+    SEEN_IN_TRAINING_HOW,
+    index_bytes,
+    load_index,
+    novelty_calibration,
+    save_index,
+    stored_vectors,
+    thresholds_by_k,
+    utc_now,
+)
 
 
 @dataclass
@@ -34,6 +43,7 @@ class AddReport:
     threshold_before: float
     threshold_after: float
     calibration_tracks: int
+    uncalibrated_reason: str | None = None  # why the threshold cannot back a verdict (None: it can)
 
 
 def add_to_index(
@@ -63,7 +73,8 @@ def add_to_index(
     if not fresh:  # nothing new: the index stays as it is
         before = float(m["novelty"]["threshold"])
         calibrated = int(m["novelty"]["calibrated_on"]["tracks"])
-        return AddReport(Path(index_dir), 0, 0, [], duplicates, corpus.skipped, before, before, calibrated)
+        reason = novelty_calibration(m)[1]
+        return AddReport(Path(index_dir), 0, 0, [], duplicates, corpus.skipped, before, before, calibrated, reason)
 
     model = Encoder(contents.model_config, features)
     model.load_state_dict(contents.encoder_state)
@@ -126,13 +137,20 @@ def add_to_index(
         m["faiss"]["bytes_per_vector"] = round(index_bytes(contents.faiss_index) / contents.clips.num_rows, 2)
     m["novelty"]["threshold"] = after
     m["novelty"]["thresholds_by_k"] = {str(kk): v for kk, v in after_by_k.items()}
+    # a build that could hold nothing out calibrated on trained tracks, which stay in the calibration
+    seen = bool(cal.get("seen_in_training")) or str(cal.get("how", "")).startswith(SEEN_IN_TRAINING_HOW)
+    n_works = len({str(all_work[np.flatnonzero(all_track == t)[0]]) for t in cal_tracks})
     m["novelty"]["calibrated_on"] = {
         **cal,
         "tracks": len(cal_tracks),
-        "works": len({str(all_work[np.flatnonzero(all_track == t)[0]]) for t in cal_tracks}),
-        "how": "leave-one-work-out over tracks unseen in training (build-time held-out works and enrolled tracks)",
+        "works": n_works,
+        "how": "leave-one-work-out over tracks unseen in training (build-time held-out works and enrolled tracks)"
+        + ("; the build's own calibration tracks were trained on" if seen else ""),
         "track_ids": cal_tracks,
+        "seen_in_training": seen,
     }
+    reason = calibration_shortfall(len(cal_tracks), n_works, seen_in_training=seen)
+    m["novelty"]["calibrated"], m["novelty"]["uncalibrated_reason"] = reason is None, reason
     m.setdefault("enrolled", []).append(
         {"when": utc_now(), "tracks": len(fresh), "clips": len(emb), "new_composers": added_composers}
     )
@@ -147,4 +165,5 @@ def add_to_index(
         before,
         after,
         len(cal_tracks),
+        reason,
     )

@@ -706,6 +706,28 @@ def thresholds_by_k(manifest: dict[str, Any]) -> dict[int, float]:
     return {int(k): float(t) for k, t in sorted(by_k.items(), key=lambda kv: int(kv[0]))}
 
 
+#: How the build describes a calibration made on trained works (``novelty.calibrated_on.how``).
+SEEN_IN_TRAINING_HOW = "no work could be held out"
+
+
+def novelty_calibration(manifest: dict[str, Any]) -> tuple[bool, str | None]:
+    """(calibrated, why not): whether the index's novelty threshold may back a "new composer?"
+    verdict (see :func:`~musicidx.indexer.neighbours.calibration_shortfall`).  An index that
+    records the answer (``novelty.calibrated``) is taken at its word; an older one is judged by
+    its ``calibrated_on`` counts; one recording no calibration at all by nothing."""
+    from .neighbours import calibration_shortfall
+
+    nov = manifest["novelty"]
+    if "calibrated" in nov:
+        return bool(nov["calibrated"]), nov.get("uncalibrated_reason")
+    on = nov.get("calibrated_on")
+    if not isinstance(on, dict):
+        return True, None
+    seen = bool(on.get("seen_in_training")) or str(on.get("how", "")).startswith(SEEN_IN_TRAINING_HOW)
+    reason = calibration_shortfall(int(on.get("tracks", 0)), int(on.get("works", 0)), seen_in_training=seen)
+    return reason is None, reason
+
+
 def load_index(path: str | Path, *, mmap: bool = True) -> IndexContents:
     """Load and check an index directory; raise :class:`IndexFormatError` on any inconsistency.
 

@@ -396,7 +396,11 @@ def _render_demo(r: Any) -> str:
     w = max(len(x.file) for x in r.rows)
     lines = [f"{'held-out piece':<{w}}  {'composer':<11} {'answer':<11} {'conf':>5} {'novelty':>7}  verdict"]
     for x in r.rows:
-        verdict = f"error: {x.error}" if x.status != "ok" else ("new composer" if x.is_new else "known")
+        verdict = (
+            f"error: {x.error}"
+            if x.status != "ok"
+            else {True: "new composer", False: "known"}.get(x.is_new, "no verdict")
+        )
         lines.append(
             f"{x.file:<{w}}  {x.true_composer:<11} {x.composer:<11} {_fmt(x.confidence, 2):>5} "
             f"{_fmt(x.novelty, 3):>7}  {verdict}" + ("" if x.correct else "  (wrong)")
@@ -450,6 +454,8 @@ def _build_dict(r: Any) -> dict[str, Any]:
         "warnings": f.warnings,
         "novelty_threshold": f.threshold,
         "accept_rate": f.accept_rate,
+        "calibrated": f.calibrated,
+        "uncalibrated_reason": f.uncalibrated_reason,
         "best_epoch": f.best_epoch,
         "faiss": f.faiss_kind,
         "soundfont": r.soundfont.name,
@@ -471,7 +477,12 @@ def _render_build(r: Any) -> str:
         f"balanced accuracy {_fmt(f.val_balanced_accuracy)} (best epoch {f.best_epoch})",
         f"baseline     always answering {f.baseline['composer']} (most tracks) would score accuracy "
         f"{_fmt(f.baseline['accuracy'])}, balanced accuracy {_fmt(f.baseline['balanced_accuracy'])}",
-        f"novelty      threshold {f.threshold:.4f} (accepts {f.accept_rate:.0%} of held-out known-composer tracks)",
+        f"novelty      threshold {f.threshold:.4f} "
+        + (
+            f"(accepts {f.accept_rate:.0%} of held-out known-composer tracks)"
+            if f.calibrated
+            else f"UNCALIBRATED: {f.uncalibrated_reason}; answers give no new-composer verdict"
+        ),
         f"rendered     {r.rendered_seconds / 60:.1f} min of audio with {r.soundfont.name}; "
         f"{r.cached_tracks} tracks from cache",
         f"faiss        {f.faiss_kind}, k={f.k}",
@@ -490,13 +501,20 @@ def _render_answer(a: dict[str, Any]) -> str:
     """One answer in words: the composer and the vote it came from, the verdict and what it
     rests on, and the nearest training tracks with the clips that matched best."""
     shares = ", ".join(f"{c} {v:.2f}" for c, v in sorted(a["votes"].items(), key=lambda kv: -kv[1]))
-    under = f" ({a['accept_rate']:.0%} of held-out pieces by known composers stay under it)" if a["accept_rate"] else ""
+    calibrated = "calibrated" if a.get("calibrated", True) else "uncalibrated"
+    under = (
+        f" ({a['accept_rate']:.0%} of held-out pieces by known composers stay under it)"
+        if a["accept_rate"] and a.get("calibrated", True)
+        else ""
+    )
     novelty = (
         f"novelty {_sig(a['novelty'])} (the median distance of its clips to their {_nth(a['k'])} nearest index "
-        f"clip) vs the threshold {_sig(a['threshold'])} calibrated for k={a['k']}{under}"
+        f"clip) vs the threshold {_sig(a['threshold'])} {calibrated} for k={a['k']}{under}"
     )
     if a["same_composition"]:
         verdict = f"a known composer: it plays the same notes as the training track {a['same_track']}"
+        if not a.get("calibrated", True):
+            verdict += " (the index's novelty threshold is uncalibrated, but none is needed here)"
         vote = f"{a['composer']} 1.00, the composer of that track (no vote needed)"
     else:
         vote = (
@@ -505,7 +523,11 @@ def _render_answer(a: dict[str, Any]) -> str:
             "composer with many tracks does not win by numbers), so the nearest tracks below need not agree"
         )
         verdict = (
-            f"probably a composer NOT in the index: {novelty}; {a['composer']} is only the nearest known composer"
+            f"none: the index's novelty threshold is uncalibrated (too few held-out works; 'musicidx info' says "
+            f"why), so whether this is a composer not in the index is not known: {novelty}; {a['composer']} is "
+            "the nearest known composer"
+            if a["is_new"] is None
+            else f"probably a composer NOT in the index: {novelty}; {a['composer']} is only the nearest known composer"
             if a["is_new"]
             else f"a known composer: {novelty}"
         )
@@ -623,7 +645,8 @@ def _render_add(r: Any) -> str:
         f"added        {r.added_tracks} tracks, {r.added_clips} clips"
         + (f"; new composers: {', '.join(r.new_composers)}" if r.new_composers else ""),
         f"novelty      threshold {r.threshold_before:.4f} -> {r.threshold_after:.4f} "
-        f"(recalibrated leave-one-work-out on {r.calibration_tracks} tracks)",
+        f"(recalibrated leave-one-work-out on {r.calibration_tracks} tracks)"
+        + (f"; UNCALIBRATED: {r.uncalibrated_reason}" if r.uncalibrated_reason else ""),
     ]
     if r.duplicates:
         lines.append(f"already in   {len(r.duplicates)} file(s) with the same content were not added again")
@@ -645,9 +668,10 @@ def _faiss_lines(f: dict[str, Any]) -> list[str]:
 
 
 def _render_info(m: dict[str, Any], where: Path) -> str:
-    from musicidx.indexer.store import thresholds_by_k
+    from musicidx.indexer.store import novelty_calibration, thresholds_by_k
 
     feats, nov, counts = m["features"], m["novelty"], m["counts"]
+    calibrated, why = novelty_calibration(m)
     val = m.get("validation", {})
     return "\n".join(
         [
@@ -663,7 +687,10 @@ def _render_info(m: dict[str, Any], where: Path) -> str:
             f"faiss          {m['faiss']['type']} ({m['faiss']['metric']}), {m['faiss']['ntotal']} vectors, k={m['k']}",
             *_faiss_lines(m["faiss"]),
             f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "
-            f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works",
+            f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works"
+            if calibrated
+            else f"novelty        threshold {nov['threshold']:.4f} UNCALIBRATED: {why}; answers give no new-composer "
+            "verdict",
             "  by k         " + ", ".join(f"k={k} {t:.4f}" for k, t in thresholds_by_k(m).items()),
             f"validation     accuracy {_fmt(val.get('accuracy'))}, "
             f"balanced accuracy {_fmt(val.get('balanced_accuracy'))}"

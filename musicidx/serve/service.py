@@ -412,6 +412,8 @@ class QueryService:
             "counts": m["counts"],
             "k": s.k,
             "threshold": s.threshold,
+            "calibrated": s.calibrated,  # False: answers carry the novelty but no verdict (is_new null)
+            "uncalibrated_reason": s.uncalibrated_reason,
             "thresholds_by_k": {str(k): t for k, t in s.thresholds_by_k.items()},
             "accept_rate": m["novelty"].get("accept_rate"),
             "features": m["features"],
