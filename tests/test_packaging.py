@@ -34,7 +34,7 @@ def test_building_the_package_prints_no_setuptools_banner(tmp_path: Path) -> Non
     import zipfile
 
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {"musicidx/data/demo_recipe.json", "musicidx/serve/static/app.js"}
+    shipped = {"musicidx/data/demo_recipe.json", "musicidx/serve/static/app.js", "musicidx/serve/static/favicon.svg"}
     assert shipped <= names and "musicidx/py.typed" in names
 
 

@@ -434,7 +434,8 @@ class QueryService:
         """One line: what is served and by how many workers."""
         m = self.generation.searcher.manifest
         return (
-            f"{len(m['composers'])} composers, {m['counts']['clips']} clips; {self.config.workers} workers, "
+            f"{len(m['composers'])} composers, {m['counts']['clips']} clips; {self.config.workers} "
+            f"worker{'' if self.config.workers == 1 else 's'}, "
             f"queue {self.config.queue}"
         )
 
