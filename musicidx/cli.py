@@ -50,15 +50,34 @@ soundfont_option = click.option("--soundfont", type=click.Path(path_type=Path), 
 
 
 class _Cli(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["musicidx.json"] = "--json" in args  # a refusal is then also one JSON object on stdout
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # click prints the usage and the line, and exits 2
+            self._json_refusal(ctx, e.format_message(), None, e.exit_code)
+            raise
         except MusicIdxError as e:
             click.echo(f"musicidx: error: {e}", err=True)
+            self._json_refusal(ctx, e.reason, e.path, EXIT_ERROR)
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("musicidx: interrupted", err=True)
             ctx.exit(130)
+
+    @staticmethod
+    def _json_refusal(ctx: click.Context, reason: str, path: Path | None, code: int) -> None:
+        """With --json, the refusal of a whole command as one object of one shape on stdout:
+        ``{"error": {"message", "reason", "path", "exit_code"}}`` (``message`` is the stderr line's)."""
+        if ctx.meta.get("musicidx.json"):
+            message = f"{path}: {reason}" if path is not None else reason
+            where = None if path is None else str(path)
+            click.echo(
+                _json({"error": {"message": message, "reason": reason, "path": where, "exit_code": code}}, indent=None)
+            )
 
 
 class Progress:
