@@ -52,7 +52,9 @@ from .store import (
     SEEN_IN_TRAINING_HOW,
     IndexContents,
     check_index_destination,
+    describe_holder,
     index_embeddings,
+    index_lock,
     make_faiss_index,
     package_version,
     save_index,
@@ -666,6 +668,7 @@ class BuildReport:
     soundfont: SoundFont
     seconds: dict[str, float]
     cluster: str | None = None  # where the parallel stages ran, with --ray
+    lock_taken_over: str | None = None  # the lock a killed build left at --out, taken over (its holder)
 
 
 def build_index(
@@ -684,6 +687,7 @@ def build_index(
     faiss_kind: str = "auto",
     progress: Progress | None = None,
     ray: str | None = None,
+    wait: bool = False,
 ) -> BuildReport:
     """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically).
 
@@ -693,11 +697,15 @@ def build_index(
 
     ``ray``: ``"auto"`` or a cluster address to run feature extraction and embedding as Ray
     Data stages (see :mod:`musicidx.indexer.distributed`); the index is the one a local build
-    makes.  ``None`` (the default) never imports Ray."""
+    makes.  ``None`` (the default) never imports Ray.
+
+    One build at a time writes ``out``: another one holding its lock (:func:`~musicidx.indexer.store.index_lock`)
+    is an :class:`~musicidx.indexer.store.IndexBusyError` before any work, or with ``wait`` is waited for."""
     began = time.monotonic()
     check_corpus_folder(midi_dir)
     check_index_destination(out, source=midi_dir)  # fail now, not after training; never destroy a user's folder
-    with _cluster(ray) as session:
+    with index_lock(out, wait=wait) as lock, _cluster(ray) as session:
+        check_index_destination(out, source=midi_dir)  # again: a build we waited for may have changed it
         corpus = prepare_corpus(
             midi_dir,
             features=features,
@@ -746,6 +754,7 @@ def build_index(
             corpus.soundfont,
             seconds,
             cluster,
+            describe_holder(lock.taken_over) if lock.taken_over else None,
         )
 
 

@@ -8,6 +8,7 @@ the same quantile as at build time.  The index is saved atomically, like a build
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .neighbours import calibrate_threshold, calibration_shortfall, search_outsi
 from .store import (
     SEEN_IN_TRAINING_HOW,
     index_bytes,
+    index_lock,
     load_index,
     novelty_calibration,
     save_index,
@@ -55,7 +57,22 @@ def add_to_index(
     soundfont: str | Path | None = None,
     progress: Progress | None = None,
 ) -> AddReport:
-    """Embed ``midi_dir/<Composer>/*.mid`` with the index's encoder and add it to the index."""
+    """Embed ``midi_dir/<Composer>/*.mid`` with the index's encoder and add it to the index (holding
+    its write lock: a build or another ``add`` writing it meanwhile is refused in one line)."""
+    lock = index_lock(index_dir) if Path(index_dir).is_dir() else nullcontext()  # a missing index: load's error
+    with lock:
+        return _add(index_dir, midi_dir, workers=workers, cache_dir=cache_dir, soundfont=soundfont, progress=progress)
+
+
+def _add(
+    index_dir: str | Path,
+    midi_dir: str | Path,
+    *,
+    workers: int | None,
+    cache_dir: str | Path | None | bool,
+    soundfont: str | Path | None,
+    progress: Progress | None,
+) -> AddReport:
     from musicidx.encoder.model import Encoder, embed
 
     contents = load_index(index_dir, mmap=False)  # vectors are added to it

@@ -141,6 +141,7 @@ def cli() -> None:
     help="Render, CQT and embed on a Ray cluster (extra musicidx[ray]): 'auto' joins the running one "
     "or starts one here; ADDRESS joins that one. The cache must then be on a folder all nodes share.",
 )
+@click.option("--wait", is_flag=True, help="If another build is writing --out, wait for it instead of stopping.")
 @json_option
 def build(
     midi_dir: Path,
@@ -156,9 +157,10 @@ def build(
     strict: bool,
     faiss_kind: str,
     ray_address: str | None,
+    wait: bool,
     as_json: bool,
 ) -> None:
-    """Build an index from MIDI_DIR/<Composer>/*.mid."""
+    """Build an index from MIDI_DIR/<Composer>/*.mid (one build at a time per --out)."""
     from musicidx.encoder.config import FeatureConfig, TrainConfig
     from musicidx.indexer.build import build_index
 
@@ -177,6 +179,7 @@ def build(
         faiss_kind=faiss_kind,
         progress=Progress(),
         ray=ray_address,
+        wait=wait,
     )
     click.echo(_json(_build_dict(report)) if as_json else _render_build(report))
 
@@ -483,6 +486,7 @@ def _build_dict(r: Any) -> dict[str, Any]:
         "skipped": [{"path": p, "reason": why} for p, why in r.skipped],
         "seconds": r.seconds,
         "ray": r.cluster,
+        "lock_taken_over": r.lock_taken_over,
     }
 
 
@@ -509,6 +513,8 @@ def _render_build(r: Any) -> str:
     ]
     if r.cluster:
         lines.append(f"ray          features and embeddings on {r.cluster}")
+    if r.lock_taken_over:
+        lines.append(f"lock         took over the lock a killed build left ({r.lock_taken_over})")
     lines += [f"warning      {w}" for w in f.warnings]
     if r.skipped:
         lines.append(f"skipped      {len(r.skipped)} file(s):")
