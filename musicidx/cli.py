@@ -64,8 +64,8 @@ class _Cli(click.Group):
             click.echo(f"musicidx: error: {e}", err=True)
             self._json_refusal(ctx, e.reason, e.path, EXIT_ERROR)
             ctx.exit(EXIT_ERROR)
-        except KeyboardInterrupt:
-            click.echo("musicidx: interrupted", err=True)
+        except KeyboardInterrupt as e:  # a command may say what it kept
+            click.echo("musicidx: interrupted" + (f": {e}" if str(e) else ""), err=True)
             ctx.exit(130)
 
     @staticmethod
@@ -81,7 +81,11 @@ class _Cli(click.Group):
 
 
 class Progress:
-    """A one-line progress display on stderr (a line per stage when stderr is not a terminal)."""
+    """A one-line progress display on stderr (a line per stage when stderr is not a terminal; a
+    line per step, with the time left, for the few long steps of ``eval``)."""
+
+    #: stages of few long steps (each fit of ``eval``): every step is said, with an estimate of the time left
+    STEPWISE = frozenset({"eval"})
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
@@ -93,15 +97,25 @@ class Progress:
             if self.stage is not None and self.tty:
                 click.echo("", err=True)
             self.stage, self.began = stage, time.monotonic()
+        took = time.monotonic() - self.began
+        left = f", about {_duration(took / done * (total - done))} left" if stage in self.STEPWISE and done else ""
         if self.tty:
             filled = int(30 * done / max(total, 1))
             bar = "#" * filled + "-" * (30 - filled)
-            click.echo(f"\r{stage:<9} [{bar}] {done}/{total} {time.monotonic() - self.began:5.1f}s", err=True, nl=False)
+            click.echo(f"\r{stage:<9} [{bar}] {done}/{total} {took:5.1f}s{left}\033[K", err=True, nl=False)
             if done >= total:
                 click.echo("", err=True)
                 self.stage = None
+        elif stage in self.STEPWISE and done < total:
+            click.echo(f"{stage}: {done}/{total} done, {_duration(took)} so far{left}", err=True)
         elif done >= total:
-            click.echo(f"{stage}: {done}/{total} done in {time.monotonic() - self.began:.1f}s", err=True)
+            click.echo(f"{stage}: {done}/{total} done in {took:.1f}s", err=True)
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``7m05s``, ``1h03m``."""
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -308,7 +322,19 @@ def info(index_dir: Path, as_json: bool) -> None:
 @click.option(
     "--seeds", type=click.IntRange(1, 20), default=3, show_default=True, help="Training seeds (0..N-1) to average."
 )
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write report.json and plots here.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    help="Write report.json here (rewritten after every fit: an eval stopped early keeps what it finished), "
+    "then the plots.",
+)
+@click.option(
+    "--plots/--no-plots",
+    default=None,
+    help="Draw the plots into --report (they need matplotlib) [drawn when matplotlib is installed; "
+    "--plots without it is an error before any work].",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
 @json_option
@@ -318,22 +344,45 @@ def eval_(
     folds: int,
     seeds: int,
     report_dir: Path | None,
+    plots: bool | None,
     seed: int,
     workers: int | None,
     as_json: bool,
 ) -> None:
     """Grouped CV (closed set) and leave-one-composer-out (open set), each held-out track also
-    re-orchestrated, over several seeds; or, with --index, an existing index on another labelled folder."""
+    re-orchestrated, over several seeds; or, with --index, an existing index on another labelled folder.
+    Progress on stderr: a line per fit, with the time left (by default 3 seeds x (5 folds + 1 per composer))."""
     from musicidx.query import evaluate as ev
 
+    draw = report_dir is not None and plots is not False and ev.can_plot(required=plots is True)  # before any work
+    if report_dir is not None and plots is None and not draw:
+        click.echo(f"musicidx: warning: no plots: {ev.PLOTS_HINT}; writing report.json only", err=True)
     if index_dir is not None:
         cross = ev.evaluate_index(index_dir, midi_dir, workers=workers, progress=Progress())
-        written = ev.write_cross_report(cross, report_dir) if report_dir else []
+        written = ev.write_cross_report(cross, report_dir, plots=draw) if report_dir else []
         out = _json(cross.to_dict()) if as_json else _render_cross(cross, written)
         click.echo(out)
         return
-    report = ev.evaluate(midi_dir, folds=folds, seed=seed, seeds=range(seeds), workers=workers, progress=Progress())
-    written = ev.write_report(report, report_dir) if report_dir else []
+    kept: list[Any] = []  # the partial report last written to --report
+
+    def keep(partial: Any) -> None:
+        if report_dir is not None:
+            ev.write_report(partial, report_dir, plots=False)
+            kept[:] = [partial.partial]
+
+    try:
+        report = ev.evaluate(
+            midi_dir, folds=folds, seed=seed, seeds=range(seeds), workers=workers, progress=Progress(),
+            on_partial=keep if report_dir else None,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if not kept:
+            raise
+        raise KeyboardInterrupt(
+            f"{report_dir}/report.json keeps the {kept[0]['fits_done']} of {kept[0]['fits_total']} fits finished "
+            "(a partial report)"
+        ) from None
+    written = ev.write_report(report, report_dir, plots=draw) if report_dir else []
     click.echo(_json(report.to_dict()) if as_json else _render_eval(report, written))
 
 
