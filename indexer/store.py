@@ -22,6 +22,11 @@ new or empty folder, or a folder that holds a musicidx index and nothing else; a
 (the user's files, the MIDI input itself) is refused before any work is done.  A temporary
 folder carries the marker file ``.musicidx-partial`` from its first moment, and only folders
 with that marker are ever cleaned up as leftovers of an interrupted build.
+
+One writer at a time: a build (and ``add``) holds :func:`index_lock`, an exclusive ``flock`` on
+``.NAME.lock`` beside the folder, from before its first step until the swap; a second writer is
+refused at once with the holder's pid, host and start time.  The kernel releases the lock of a
+process that dies, so a killed build never blocks the next.
 """
 
 from __future__ import annotations

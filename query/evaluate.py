@@ -16,7 +16,9 @@ of the training works cannot carry it.
 * Cross-corpus (:func:`evaluate_index`): an existing index asked about another labelled folder;
   composers it lacks count as new.
 
-Features are extracted once (through the cache) and shared by every fold and seed.
+Features are extracted once (through the cache) and shared by every fold and seed.  After every
+fit, ``on_partial`` may keep the report of what is finished (``musicidx eval --report`` writes it),
+so an eval stopped early loses only the fit it was in.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ one more for each rebuilt index picked up).
 Statuses: 401 without the bearer token (when the server has one), 413 an upload over the size
 limit or too many files, 415 not multipart, 422 a file that is not MIDI or breaks a limit (the
 body's ``detail`` is the one-line reason ``musicidx query`` gives; ``answers`` still holds every
-file's object), 503 with Retry-After when the queue is full, 500 the server's own fault.
+file's object) or a malformed parameter (``detail`` one line too), 503 with Retry-After when the
+queue is full, 500 the server's own fault.
 
 Uploads are streamed straight into the request's private folder and counted as they arrive: the
 first byte over the limit ends the request with 413, so no oversized upload is ever held whole.
