@@ -40,3 +40,8 @@ class DependencyError(MusicIdxError):
 
 class ConfigMismatchError(MusicIdxError):
     """A query would use other features than the index was built with."""
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional part: from the published package, and from a source checkout."""
+    return f"pip install 'musicidx[{extra}]' (from a source checkout: pip install '.[{extra}]')"

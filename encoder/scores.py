@@ -28,13 +28,13 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from .errors import DependencyError, MusicIdxError
+from .errors import DependencyError, MusicIdxError, install_hint
 from .render import load_midi
 
 #: Bump when the export itself changes (how a score becomes a MIDI file): every export is redone.
 EXPORT_VERSION = 1
 #: music21 comes with the ``demo`` extra, which the demo and ``musicidx pretrain`` both need.
-INSTALL_HINT = "pip install 'musicidx[demo]' (from a checkout: pip install '.[demo]')"
+INSTALL_HINT = install_hint("demo")
 
 
 class ScoreError(MusicIdxError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -36,8 +37,11 @@ from musicidx.encoder.render import SoundFont, find_soundfont
 from .corpus import CorpusError, Track, check_corpus_folder, scan_corpus
 from .features import FEATURES_VERSION, TrackFeatures, extract_many
 from .neighbours import (
+    MIN_CALIBRATION_TRACKS,
+    MIN_CALIBRATION_WORKS,
     Neighbours,
     calibrate_threshold,
+    calibration_shortfall,
     reference_kth_distances,
     relative_novelty,
     search,
@@ -47,9 +51,12 @@ from .neighbours import (
 )
 from .store import (
     FORMAT_VERSION,
+    SEEN_IN_TRAINING_HOW,
     IndexContents,
     check_index_destination,
+    describe_holder,
     index_embeddings,
+    index_lock,
     make_faiss_index,
     package_version,
     save_index,
@@ -266,6 +273,12 @@ class FitReport:
     single_work_composers: list[str] = field(default_factory=list)  # never validated: all in training
     warnings: list[str] = field(default_factory=list)  # what the corpus leaves untested, in words
     encoder: dict[str, Any] | None = None  # the pretrained weights started from, and whether fine-tuned
+    #: why the threshold cannot back a verdict (too few held-out tracks or works), ``None`` when it can
+    uncalibrated_reason: str | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.uncalibrated_reason is None
 
 
 class TrainedCache:
@@ -458,7 +471,14 @@ def fit_index(
     largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[val_idx])
     baseline = {"composer": composers[largest], "accuracy": base_acc, "balanced_accuracy": base_bacc}
     single = single_work_composers([t.composer for t in corpus.tracks], groups)
-    warnings = small_corpus_warnings(corpus, single, validated=len(val_idx) > 0 or r.frozen)
+    shortfall = calibration_shortfall(cal.tracks, cal.works, seen_in_training=cal.seen_in_training)
+    warnings = small_corpus_warnings(
+        corpus,
+        single,
+        validated=len(val_idx) > 0 or r.frozen,
+        uncalibrated=shortfall,
+        val_fraction=r.train.val_fraction,
+    )
     timings["calibrate"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -490,6 +510,7 @@ def fit_index(
         single_work_composers=single,
         warnings=warnings,
         encoder=None if pretrained is None else {**pretrained, "finetuned": r.finetune},
+        uncalibrated_reason=shortfall,
     )
     ids = val_idx if len(val_idx) else tr_idx
     manifest = _manifest(corpus, r, report, faiss_entry, cal, [int(i) for i in ids])
@@ -548,6 +569,7 @@ class Calibration:
     accuracy: float | None
     balanced_accuracy: float | None
     how: str
+    seen_in_training: bool = False  # calibrated on works the encoder trained on (too few pieces called new)
 
 
 def _calibrate(
@@ -580,10 +602,12 @@ def _calibrate(
     else:  # nothing could be held out: each training track against the others' works
         by_k = leave_one_work_out_novelties(model, tr, track_group, ks)
         acc = bacc = None
-        how = "no work could be held out: each track against an index of the other works, all seen in training"
-        works = 0
+        how = f"{SEEN_IN_TRAINING_HOW}: each track against an index of the other works, all seen in training"
+        val_tracks = np.unique(tr.track)
+        works = len(set(track_group[val_tracks]))
     thresholds = {kk: calibrate_threshold(v, r.accept_rate) for kk, v in by_k.items()}
-    return Calibration(thresholds, len(val_tracks), works, acc, bacc, how)
+    seen = not len(va.track) and not r.frozen
+    return Calibration(thresholds, len(val_tracks), works, acc, bacc, how, seen_in_training=seen)
 
 
 def clip_table(corpus: Corpus, every: ClipArrays) -> pa.Table:
@@ -626,7 +650,17 @@ def _manifest(
             "thresholds_by_k": {str(kk): t for kk, t in cal.thresholds.items()},
             "statistic": "median over a track's clips of the cosine distance to the k-th nearest index clip",
             "accept_rate": r.accept_rate,
-            "calibrated_on": {"tracks": cal.tracks, "works": cal.works, "how": cal.how, "track_ids": ids},
+            "calibrated_on": {
+                "tracks": cal.tracks,
+                "works": cal.works,
+                "how": cal.how,
+                "track_ids": ids,
+                "seen_in_training": cal.seen_in_training,
+            },
+            # whether the threshold may back a verdict (queries give none when it may not)
+            "calibrated": report.uncalibrated_reason is None,
+            "uncalibrated_reason": report.uncalibrated_reason,
+            "min_calibration": {"tracks": MIN_CALIBRATION_TRACKS, "works": MIN_CALIBRATION_WORKS},
         },
         "validation": {
             "tracks": cal.tracks,
@@ -696,8 +730,16 @@ def calibration_ks(k: int, n_reference: int) -> list[int]:
     return sorted({k, *(x for x in CALIBRATED_KS if x <= n_reference)})
 
 
-def small_corpus_warnings(corpus: Corpus, single: Sequence[str], *, validated: bool) -> list[str]:
-    """In words, what a corpus too small to hold a work of every composer out leaves untested."""
+def small_corpus_warnings(
+    corpus: Corpus,
+    single: Sequence[str],
+    *,
+    validated: bool,
+    uncalibrated: str | None = None,
+    val_fraction: float = 0.2,
+) -> list[str]:
+    """In words, what a corpus too small to hold a work of every composer out leaves untested, and
+    (given why the threshold is uncalibrated) how many works per composer a calibrated verdict needs."""
     out = []
     for c in single:
         work = next(t.work for t in corpus.tracks if t.composer == c)
@@ -711,7 +753,23 @@ def small_corpus_warnings(corpus: Corpus, single: Sequence[str], *, validated: b
             "no composer has two works, so nothing was held out: there is no validation accuracy, and the novelty "
             "threshold was calibrated on works the encoder trained on (it will call too few pieces new)"
         )
+    if uncalibrated is not None:
+        composers = len({t.composer for t in corpus.tracks})
+        per_work = len(corpus.tracks) / max(1, len({t.group for t in corpus.tracks}))
+        need = works_needed_per_composer(composers, tracks_per_work=per_work, val_fraction=val_fraction)
+        out.append(
+            f"the novelty threshold is uncalibrated ({uncalibrated}), so answers show the novelty but no "
+            f"new-composer verdict; a calibrated verdict needs about {need} works per composer here "
+            f"({composers} composers, {per_work:.1f} tracks per work, {val_fraction:.0%} of the works held out)"
+        )
     return out
+
+
+def works_needed_per_composer(composers: int, *, tracks_per_work: float, val_fraction: float) -> int:
+    """About how many works each composer needs for the held-out share (``val_fraction`` of every
+    composer's works) to reach the minimum calibration of :func:`calibration_shortfall`."""
+    held = max(MIN_CALIBRATION_WORKS, math.ceil(MIN_CALIBRATION_TRACKS / max(tracks_per_work, 1e-9)))
+    return max(2, math.ceil(held / (max(composers, 1) * val_fraction) - 1e-9))  # 8 / (4 x 0.2) is 10, not 11
 
 
 @dataclass
@@ -726,6 +784,7 @@ class BuildReport:
     soundfont: SoundFont
     seconds: dict[str, float]
     cluster: str | None = None  # where the parallel stages ran, with --ray
+    lock_taken_over: str | None = None  # the lock a killed build left at --out, taken over (its holder)
 
 
 def build_index(
@@ -745,6 +804,7 @@ def build_index(
     faiss_kind: str | None = None,
     progress: Progress | None = None,
     ray: str | None = None,
+    wait: bool = False,
 ) -> BuildReport:
     """Build an index of ``midi_dir`` at ``out`` (replacing any index there atomically) with
     ``recipe`` (default :data:`~musicidx.encoder.recipe.DEFAULT_RECIPE`); the keyword configs,
@@ -756,7 +816,10 @@ def build_index(
 
     ``ray``: ``"auto"`` or a cluster address to run feature extraction and embedding as Ray
     Data stages (see :mod:`musicidx.indexer.distributed`); the index is the one a local build
-    makes.  ``None`` (the default) never imports Ray."""
+    makes.  ``None`` (the default) never imports Ray.
+
+    One build at a time writes ``out``: another one holding its lock (:func:`~musicidx.indexer.store.index_lock`)
+    is an :class:`~musicidx.indexer.store.IndexBusyError` before any work, or with ``wait`` is waited for."""
     began = time.monotonic()
     check_corpus_folder(midi_dir)
     check_index_destination(out, source=midi_dir)  # fail now, not after training; never destroy a user's folder
@@ -764,7 +827,8 @@ def build_index(
         features=features, model=model_config, train=train_config, k=k, accept_rate=accept_rate, faiss=faiss_kind
     )
     r.check_encoder()
-    with _cluster(ray) as session:
+    with index_lock(out, wait=wait) as lock, _cluster(ray) as session:
+        check_index_destination(out, source=midi_dir)  # again: a build we waited for may have changed it
         corpus = prepare_corpus(
             midi_dir,
             features=r.features,
@@ -804,6 +868,7 @@ def build_index(
             corpus.soundfont,
             seconds,
             cluster,
+            describe_holder(lock.taken_over) if lock.taken_over else None,
         )
 
 

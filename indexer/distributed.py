@@ -56,7 +56,8 @@ def _import_ray() -> Any:
         import ray.data  # noqa: F401  (Ray Data ships with the 'ray[data]' extra)
     except ImportError as e:
         raise DependencyError(
-            "--ray needs Ray Data: pip install 'musicidx[ray]' (or 'ray[data]') in this environment and on every node"
+            f"--ray needs Ray Data: {_errors.install_hint('ray')}, or pip install 'ray[data]', in this environment "
+            "and on every node"
         ) from e
     return ray
 

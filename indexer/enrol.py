@@ -8,6 +8,7 @@ the same quantile as at build time.  The index is saved atomically, like a build
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,18 @@ import pyarrow as pa
 from musicidx.encoder.render import matching_soundfont
 
 from .build import Progress, prepare_corpus, stack_clips
-from .neighbours import calibrate_threshold, search_outside, track_novelty
-from .store import index_bytes, load_index, save_index, stored_vectors, thresholds_by_k, utc_now
+from .neighbours import calibrate_threshold, calibration_shortfall, search_outside, track_novelty
+from .store import (
+    SEEN_IN_TRAINING_HOW,
+    index_bytes,
+    index_lock,
+    load_index,
+    novelty_calibration,
+    save_index,
+    stored_vectors,
+    thresholds_by_k,
+    utc_now,
+)
 
 
 @dataclass
@@ -34,6 +45,7 @@ class AddReport:
     threshold_before: float
     threshold_after: float
     calibration_tracks: int
+    uncalibrated_reason: str | None = None  # why the threshold cannot back a verdict (None: it can)
 
 
 def add_to_index(
@@ -45,7 +57,22 @@ def add_to_index(
     soundfont: str | Path | None = None,
     progress: Progress | None = None,
 ) -> AddReport:
-    """Embed ``midi_dir/<Composer>/*.mid`` with the index's encoder and add it to the index."""
+    """Embed ``midi_dir/<Composer>/*.mid`` with the index's encoder and add it to the index (holding
+    its write lock: a build or another ``add`` writing it meanwhile is refused in one line)."""
+    lock = index_lock(index_dir) if Path(index_dir).is_dir() else nullcontext()  # a missing index: load's error
+    with lock:
+        return _add(index_dir, midi_dir, workers=workers, cache_dir=cache_dir, soundfont=soundfont, progress=progress)
+
+
+def _add(
+    index_dir: str | Path,
+    midi_dir: str | Path,
+    *,
+    workers: int | None,
+    cache_dir: str | Path | None | bool,
+    soundfont: str | Path | None,
+    progress: Progress | None,
+) -> AddReport:
     from musicidx.encoder.model import Encoder, embed
 
     contents = load_index(index_dir, mmap=False)  # vectors are added to it
@@ -63,7 +90,8 @@ def add_to_index(
     if not fresh:  # nothing new: the index stays as it is
         before = float(m["novelty"]["threshold"])
         calibrated = int(m["novelty"]["calibrated_on"]["tracks"])
-        return AddReport(Path(index_dir), 0, 0, [], duplicates, corpus.skipped, before, before, calibrated)
+        reason = novelty_calibration(m)[1]
+        return AddReport(Path(index_dir), 0, 0, [], duplicates, corpus.skipped, before, before, calibrated, reason)
 
     model = Encoder(contents.model_config, features)
     model.load_state_dict(contents.encoder_state)
@@ -126,13 +154,20 @@ def add_to_index(
         m["faiss"]["bytes_per_vector"] = round(index_bytes(contents.faiss_index) / contents.clips.num_rows, 2)
     m["novelty"]["threshold"] = after
     m["novelty"]["thresholds_by_k"] = {str(kk): v for kk, v in after_by_k.items()}
+    # a build that could hold nothing out calibrated on trained tracks, which stay in the calibration
+    seen = bool(cal.get("seen_in_training")) or str(cal.get("how", "")).startswith(SEEN_IN_TRAINING_HOW)
+    n_works = len({str(all_work[np.flatnonzero(all_track == t)[0]]) for t in cal_tracks})
     m["novelty"]["calibrated_on"] = {
         **cal,
         "tracks": len(cal_tracks),
-        "works": len({str(all_work[np.flatnonzero(all_track == t)[0]]) for t in cal_tracks}),
-        "how": "leave-one-work-out over tracks unseen in training (build-time held-out works and enrolled tracks)",
+        "works": n_works,
+        "how": "leave-one-work-out over tracks unseen in training (build-time held-out works and enrolled tracks)"
+        + ("; the build's own calibration tracks were trained on" if seen else ""),
         "track_ids": cal_tracks,
+        "seen_in_training": seen,
     }
+    reason = calibration_shortfall(len(cal_tracks), n_works, seen_in_training=seen)
+    m["novelty"]["calibrated"], m["novelty"]["uncalibrated_reason"] = reason is None, reason
     m.setdefault("enrolled", []).append(
         {"when": utc_now(), "tracks": len(fresh), "clips": len(emb), "new_composers": added_composers}
     )
@@ -147,4 +182,5 @@ def add_to_index(
         before,
         after,
         len(cal_tracks),
+        reason,
     )

@@ -22,6 +22,11 @@ new or empty folder, or a folder that holds a musicidx index and nothing else; a
 (the user's files, the MIDI input itself) is refused before any work is done.  A temporary
 folder carries the marker file ``.musicidx-partial`` from its first moment, and only folders
 with that marker are ever cleaned up as leftovers of an interrupted build.
+
+One writer at a time: a build (and ``add``) holds :func:`index_lock`, an exclusive ``flock`` on
+``.NAME.lock`` beside the folder, from before its first step until the swap; a second writer is
+refused at once with the holder's pid, host and start time.  The kernel releases the lock of a
+process that dies, so a killed build never blocks the next.
 """
 
 from __future__ import annotations
@@ -638,6 +643,106 @@ def check_index_destination(out: str | Path, *, source: str | Path | None = None
     return target
 
 
+class IndexBusyError(MusicIdxError):
+    """Another build (or ``add``) is writing the same index folder."""
+
+
+def lock_path(out: str | Path) -> Path:
+    """The lock of index folder ``out``: a hidden file beside it, ``.NAME.lock`` (inside it, it would be
+    a foreign file, and the swap replaces the folder whole)."""
+    target = Path(out).resolve()
+    return target.with_name(f".{target.name}.lock")
+
+
+class IndexLock:
+    """An exclusive lock on writing one index folder, held by a build from before its first step to
+    after the swap (:func:`index_lock`).
+
+    ``flock`` on :func:`lock_path`: the kernel releases it when its process ends, however it ends,
+    so a killed build never blocks the next one.  The file holds its holder (pid, host, start time)
+    for the refusal message, and is deleted on release; a file still there when the lock is free was
+    left by a build that was killed, whose details are kept in :attr:`taken_over`."""
+
+    def __init__(self, out: str | Path, *, wait: bool = False) -> None:
+        self.path = lock_path(out)
+        self.out = Path(out)
+        self.wait = wait
+        self.fd: int | None = None
+        self.taken_over: dict[str, Any] | None = None  # the holder a killed build left in the file
+
+    def __enter__(self) -> IndexLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise MusicIdxError(f"cannot lock the index here: {e.strerror or e}", path=self.out) from e
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise IndexBusyError(
+                    f"another musicidx build or add is writing this index ({describe_holder(holder)}; lock "
+                    f"{self.path}): try again when it is done, or pass --wait to wait for it",
+                    path=self.out,
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:  # the holder before us may have deleted the file on release: lock the file that is there
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd = fd
+        self.taken_over = _read_holder(fd)  # anything there now was left by a build that died holding the lock
+        me = {"pid": os.getpid(), "host": _hostname(), "started": utc_now()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)  # while still holding it: a waiter then retries on a new file
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+def index_lock(out: str | Path, *, wait: bool = False) -> IndexLock:
+    """Hold the write lock of index folder ``out`` (``with index_lock(out): ...``); another holder
+    is an :class:`IndexBusyError` naming it, at once, or (with ``wait``) is waited for."""
+    return IndexLock(out, wait=wait)
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _read_holder(fd: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    """``pid 123 on host h, started 2026-...``, from a lock file's contents."""
+    if not holder:
+        return "holder not recorded yet"
+    return f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"
+
+
 def _remove_stale_temporaries(out: Path) -> None:
     """Delete ``.NAME.tmp-PID-*`` folders left by builds that were killed (their PID is gone and
     the folder carries musicidx's :data:`PARTIAL_MARK`; a folder without it is never touched)."""
@@ -704,6 +809,28 @@ def thresholds_by_k(manifest: dict[str, Any]) -> dict[int, float]:
     nov = manifest["novelty"]
     by_k = nov.get("thresholds_by_k") or {str(manifest["k"]): nov["threshold"]}
     return {int(k): float(t) for k, t in sorted(by_k.items(), key=lambda kv: int(kv[0]))}
+
+
+#: How the build describes a calibration made on trained works (``novelty.calibrated_on.how``).
+SEEN_IN_TRAINING_HOW = "no work could be held out"
+
+
+def novelty_calibration(manifest: dict[str, Any]) -> tuple[bool, str | None]:
+    """(calibrated, why not): whether the index's novelty threshold may back a "new composer?"
+    verdict (see :func:`~musicidx.indexer.neighbours.calibration_shortfall`).  An index that
+    records the answer (``novelty.calibrated``) is taken at its word; an older one is judged by
+    its ``calibrated_on`` counts; one recording no calibration at all by nothing."""
+    from .neighbours import calibration_shortfall
+
+    nov = manifest["novelty"]
+    if "calibrated" in nov:
+        return bool(nov["calibrated"]), nov.get("uncalibrated_reason")
+    on = nov.get("calibrated_on")
+    if not isinstance(on, dict):
+        return True, None
+    seen = bool(on.get("seen_in_training")) or str(on.get("how", "")).startswith(SEEN_IN_TRAINING_HOW)
+    reason = calibration_shortfall(int(on.get("tracks", 0)), int(on.get("works", 0)), seen_in_training=seen)
+    return reason is None, reason
 
 
 def load_index(path: str | Path, *, mmap: bool = True) -> IndexContents:

@@ -26,7 +26,7 @@ from typing import Any
 import click
 
 from musicidx import __version__
-from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.errors import MusicIdxError, install_hint
 
 EXIT_ERROR, EXIT_PARTIAL = 1, 3
 DEFAULT_INDEX = "musicidx-index"
@@ -50,19 +50,42 @@ soundfont_option = click.option("--soundfont", type=click.Path(path_type=Path), 
 
 
 class _Cli(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["musicidx.json"] = "--json" in args  # a refusal is then also one JSON object on stdout
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # click prints the usage and the line, and exits 2
+            self._json_refusal(ctx, e.format_message(), None, e.exit_code)
+            raise
         except MusicIdxError as e:
             click.echo(f"musicidx: error: {e}", err=True)
+            self._json_refusal(ctx, e.reason, e.path, EXIT_ERROR)
             ctx.exit(EXIT_ERROR)
-        except KeyboardInterrupt:
-            click.echo("musicidx: interrupted", err=True)
+        except KeyboardInterrupt as e:  # a command may say what it kept
+            click.echo("musicidx: interrupted" + (f": {e}" if str(e) else ""), err=True)
             ctx.exit(130)
+
+    @staticmethod
+    def _json_refusal(ctx: click.Context, reason: str, path: Path | None, code: int) -> None:
+        """With --json, the refusal of a whole command as one object of one shape on stdout:
+        ``{"error": {"message", "reason", "path", "exit_code"}}`` (``message`` is the stderr line's)."""
+        if ctx.meta.get("musicidx.json"):
+            message = f"{path}: {reason}" if path is not None else reason
+            where = None if path is None else str(path)
+            click.echo(
+                _json({"error": {"message": message, "reason": reason, "path": where, "exit_code": code}}, indent=None)
+            )
 
 
 class Progress:
-    """A one-line progress display on stderr (a line per stage when stderr is not a terminal)."""
+    """A one-line progress display on stderr (a line per stage when stderr is not a terminal; a
+    line per step, with the time left, for the few long steps of ``eval``)."""
+
+    #: stages of few long steps (each fit of ``eval``): every step is said, with an estimate of the time left
+    STEPWISE = frozenset({"eval"})
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
@@ -74,15 +97,25 @@ class Progress:
             if self.stage is not None and self.tty:
                 click.echo("", err=True)
             self.stage, self.began = stage, time.monotonic()
+        took = time.monotonic() - self.began
+        left = f", about {_duration(took / done * (total - done))} left" if stage in self.STEPWISE and done else ""
         if self.tty:
             filled = int(30 * done / max(total, 1))
             bar = "#" * filled + "-" * (30 - filled)
-            click.echo(f"\r{stage:<9} [{bar}] {done}/{total} {time.monotonic() - self.began:5.1f}s", err=True, nl=False)
+            click.echo(f"\r{stage:<9} [{bar}] {done}/{total} {took:5.1f}s{left}\033[K", err=True, nl=False)
             if done >= total:
                 click.echo("", err=True)
                 self.stage = None
+        elif stage in self.STEPWISE and done < total:
+            click.echo(f"{stage}: {done}/{total} done, {_duration(took)} so far{left}", err=True)
         elif done >= total:
-            click.echo(f"{stage}: {done}/{total} done in {time.monotonic() - self.began:.1f}s", err=True)
+            click.echo(f"{stage}: {done}/{total} done in {took:.1f}s", err=True)
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``7m05s``, ``1h03m``."""
+    s = int(round(seconds))
+    return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,6 +179,7 @@ def _recipe(recipe_file: Path | None, **changes: Any) -> Any:
     help="Render, CQT and embed on a Ray cluster (extra musicidx[ray]): 'auto' joins the running one "
     "or starts one here; ADDRESS joins that one. The cache must then be on a folder all nodes share.",
 )
+@click.option("--wait", is_flag=True, help="If another build is writing --out, wait for it instead of stopping.")
 @json_option
 def build(
     midi_dir: Path,
@@ -162,9 +196,10 @@ def build(
     strict: bool,
     faiss_kind: str | None,
     ray_address: str | None,
+    wait: bool,
     as_json: bool,
 ) -> None:
-    """Build an index from MIDI_DIR/<Composer>/*.mid."""
+    """Build an index from MIDI_DIR/<Composer>/*.mid (one build at a time per --out)."""
     from musicidx.indexer.build import build_index
 
     recipe = _recipe(recipe_file, clips_per_track=clips_per_track, epochs=epochs, seed=seed, k=k, faiss=faiss_kind)
@@ -178,6 +213,7 @@ def build(
         strict=strict,
         progress=Progress(),
         ray=ray_address,
+        wait=wait,
     )
     click.echo(_json(_build_dict(report)) if as_json else _render_build(report))
 
@@ -362,7 +398,19 @@ def pretrain(
 @click.option(
     "--seeds", type=click.IntRange(1, 20), default=3, show_default=True, help="Training seeds (0..N-1) to average."
 )
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), help="Write report.json and plots here.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    help="Write report.json here (rewritten after every fit: an eval stopped early keeps what it finished), "
+    "then the plots.",
+)
+@click.option(
+    "--plots/--no-plots",
+    default=None,
+    help="Draw the plots into --report (they need matplotlib) [drawn when matplotlib is installed; "
+    "--plots without it is an error before any work].",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Feature-extraction processes [all cores].")
 @recipe_option
@@ -373,6 +421,7 @@ def eval_(
     folds: int,
     seeds: int,
     report_dir: Path | None,
+    plots: bool | None,
     seed: int,
     workers: int | None,
     recipe_file: Path | None,
@@ -380,25 +429,39 @@ def eval_(
 ) -> None:
     """Grouped CV (closed set) and leave-one-composer-out (open set), each held-out track also
     re-orchestrated, over several training seeds (one for a frozen pretrained encoder), with the
-    default recipe or --recipe; or, with --index, an existing index on another labelled folder."""
+    default recipe or --recipe; or, with --index, an existing index on another labelled folder.
+    Progress on stderr: a line per fit, with the time left (by default 3 seeds x (5 folds + 1 per composer))."""
     from musicidx.query import evaluate as ev
 
+    draw = report_dir is not None and plots is not False and ev.can_plot(required=plots is True)  # before any work
+    if report_dir is not None and plots is None and not draw:
+        click.echo(f"musicidx: warning: no plots: {ev.PLOTS_HINT}; writing report.json only", err=True)
     if index_dir is not None:
         cross = ev.evaluate_index(index_dir, midi_dir, workers=workers, progress=Progress())
-        written = ev.write_cross_report(cross, report_dir) if report_dir else []
+        written = ev.write_cross_report(cross, report_dir, plots=draw) if report_dir else []
         out = _json(cross.to_dict()) if as_json else _render_cross(cross, written)
         click.echo(out)
         return
-    report = ev.evaluate(
-        midi_dir,
-        folds=folds,
-        seed=seed,
-        seeds=range(seeds),
-        recipe=_recipe(recipe_file),
-        workers=workers,
-        progress=Progress(),
-    )
-    written = ev.write_report(report, report_dir) if report_dir else []
+    kept: list[Any] = []  # the partial report last written to --report
+
+    def keep(partial: Any) -> None:
+        if report_dir is not None:
+            ev.write_report(partial, report_dir, plots=False)
+            kept[:] = [partial.partial]
+
+    try:
+        report = ev.evaluate(
+            midi_dir, folds=folds, seed=seed, seeds=range(seeds), recipe=_recipe(recipe_file), workers=workers,
+            progress=Progress(), on_partial=keep if report_dir else None,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        if not kept:
+            raise
+        raise KeyboardInterrupt(
+            f"{report_dir}/report.json keeps the {kept[0]['fits_done']} of {kept[0]['fits_total']} fits finished "
+            "(a partial report)"
+        ) from None
+    written = ev.write_report(report, report_dir, plots=draw) if report_dir else []
     click.echo(_json(report.to_dict()) if as_json else _render_eval(report, written))
 
 
@@ -467,9 +530,7 @@ def serve(
         from musicidx.serve.app import Server
         from musicidx.serve.service import ServeConfig
     except ImportError as e:
-        raise MusicIdxError(
-            f"'musicidx serve' needs the serve extra (no {e.name}): pip install 'musicidx[serve]'"
-        ) from e
+        raise MusicIdxError(f"'musicidx serve' needs the serve extra (no {e.name}): {install_hint('serve')}") from e
     config = ServeConfig(
         index_dir, queue=queue, max_upload_bytes=int(max_upload_mb * 2**20), token=token or None,
         midi_dirs=midi_dirs, soundfont=soundfont, **({"workers": workers} if workers else {}),
@@ -485,7 +546,11 @@ def _render_demo(r: Any) -> str:
     w = max(len(x.file) for x in r.rows)
     lines = [f"{'held-out piece':<{w}}  {'composer':<11} {'answer':<11} {'conf':>5} {'novelty':>7}  verdict"]
     for x in r.rows:
-        verdict = f"error: {x.error}" if x.status != "ok" else ("new composer" if x.is_new else "known")
+        verdict = (
+            f"error: {x.error}"
+            if x.status != "ok"
+            else {True: "new composer", False: "known"}.get(x.is_new, "no verdict")
+        )
         lines.append(
             f"{x.file:<{w}}  {x.true_composer:<11} {x.composer:<11} {_fmt(x.confidence, 2):>5} "
             f"{_fmt(x.novelty, 3):>7}  {verdict}" + ("" if x.correct else "  (wrong)")
@@ -539,6 +604,8 @@ def _build_dict(r: Any) -> dict[str, Any]:
         "warnings": f.warnings,
         "novelty_threshold": f.threshold,
         "accept_rate": f.accept_rate,
+        "calibrated": f.calibrated,
+        "uncalibrated_reason": f.uncalibrated_reason,
         "best_epoch": f.best_epoch,
         "encoder": f.encoder,
         "faiss": f.faiss_kind,
@@ -548,6 +615,7 @@ def _build_dict(r: Any) -> dict[str, Any]:
         "skipped": [{"path": p, "reason": why} for p, why in r.skipped],
         "seconds": r.seconds,
         "ray": r.cluster,
+        "lock_taken_over": r.lock_taken_over,
     }
 
 
@@ -567,7 +635,12 @@ def _render_build(r: Any) -> str:
         ),
         f"baseline     always answering {f.baseline['composer']} (most tracks) would score accuracy "
         f"{_fmt(f.baseline['accuracy'])}, balanced accuracy {_fmt(f.baseline['balanced_accuracy'])}",
-        f"novelty      threshold {f.threshold:.4f} (accepts {f.accept_rate:.0%} of held-out known-composer tracks)",
+        f"novelty      threshold {f.threshold:.4f} "
+        + (
+            f"(accepts {f.accept_rate:.0%} of held-out known-composer tracks)"
+            if f.calibrated
+            else f"UNCALIBRATED: {f.uncalibrated_reason}; answers give no new-composer verdict"
+        ),
         f"rendered     {r.rendered_seconds / 60:.1f} min of audio with {r.soundfont.name}; "
         f"{r.cached_tracks} tracks from cache",
         f"faiss        {f.faiss_kind}, k={f.k}",
@@ -575,6 +648,8 @@ def _render_build(r: Any) -> str:
     ]
     if r.cluster:
         lines.append(f"ray          features and embeddings on {r.cluster}")
+    if r.lock_taken_over:
+        lines.append(f"lock         took over the lock a killed build left ({r.lock_taken_over})")
     lines += [f"warning      {w}" for w in f.warnings]
     if r.skipped:
         lines.append(f"skipped      {len(r.skipped)} file(s):")
@@ -586,13 +661,20 @@ def _render_answer(a: dict[str, Any]) -> str:
     """One answer in words: the composer and the vote it came from, the verdict and what it
     rests on, and the nearest training tracks with the clips that matched best."""
     shares = ", ".join(f"{c} {v:.2f}" for c, v in sorted(a["votes"].items(), key=lambda kv: -kv[1]))
-    under = f" ({a['accept_rate']:.0%} of held-out pieces by known composers stay under it)" if a["accept_rate"] else ""
+    calibrated = "calibrated" if a.get("calibrated", True) else "uncalibrated"
+    under = (
+        f" ({a['accept_rate']:.0%} of held-out pieces by known composers stay under it)"
+        if a["accept_rate"] and a.get("calibrated", True)
+        else ""
+    )
     novelty = (
         f"novelty {_sig(a['novelty'])} (the median distance of its clips to their {_nth(a['k'])} nearest index "
-        f"clip) vs the threshold {_sig(a['threshold'])} calibrated for k={a['k']}{under}"
+        f"clip) vs the threshold {_sig(a['threshold'])} {calibrated} for k={a['k']}{under}"
     )
     if a["same_composition"]:
         verdict = f"a known composer: it plays the same notes as the training track {a['same_track']}"
+        if not a.get("calibrated", True):
+            verdict += " (the index's novelty threshold is uncalibrated, but none is needed here)"
         vote = f"{a['composer']} 1.00, the composer of that track (no vote needed)"
     else:
         vote = (
@@ -601,7 +683,11 @@ def _render_answer(a: dict[str, Any]) -> str:
             "composer with many tracks does not win by numbers), so the nearest tracks below need not agree"
         )
         verdict = (
-            f"probably a composer NOT in the index: {novelty}; {a['composer']} is only the nearest known composer"
+            f"none: the index's novelty threshold is uncalibrated (too few held-out works; 'musicidx info' says "
+            f"why), so whether this is a composer not in the index is not known: {novelty}; {a['composer']} is "
+            "the nearest known composer"
+            if a["is_new"] is None
+            else f"probably a composer NOT in the index: {novelty}; {a['composer']} is only the nearest known composer"
             if a["is_new"]
             else f"a known composer: {novelty}"
         )
@@ -719,7 +805,8 @@ def _render_add(r: Any) -> str:
         f"added        {r.added_tracks} tracks, {r.added_clips} clips"
         + (f"; new composers: {', '.join(r.new_composers)}" if r.new_composers else ""),
         f"novelty      threshold {r.threshold_before:.4f} -> {r.threshold_after:.4f} "
-        f"(recalibrated leave-one-work-out on {r.calibration_tracks} tracks)",
+        f"(recalibrated leave-one-work-out on {r.calibration_tracks} tracks)"
+        + (f"; UNCALIBRATED: {r.uncalibrated_reason}" if r.uncalibrated_reason else ""),
     ]
     if r.duplicates:
         lines.append(f"already in   {len(r.duplicates)} file(s) with the same content were not added again")
@@ -749,9 +836,10 @@ def _encoder_origin(e: dict[str, Any] | None) -> str:
 
 
 def _render_info(m: dict[str, Any], where: Path) -> str:
-    from musicidx.indexer.store import thresholds_by_k
+    from musicidx.indexer.store import novelty_calibration, thresholds_by_k
 
     feats, nov, counts = m["features"], m["novelty"], m["counts"]
+    calibrated, why = novelty_calibration(m)
     val = m.get("validation", {})
     return "\n".join(
         [
@@ -767,7 +855,10 @@ def _render_info(m: dict[str, Any], where: Path) -> str:
             f"faiss          {m['faiss']['type']} ({m['faiss']['metric']}), {m['faiss']['ntotal']} vectors, k={m['k']}",
             *_faiss_lines(m["faiss"]),
             f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "
-            f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works",
+            f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works"
+            if calibrated
+            else f"novelty        threshold {nov['threshold']:.4f} UNCALIBRATED: {why}; answers give no new-composer "
+            "verdict",
             "  by k         " + ", ".join(f"k={k} {t:.4f}" for k, t in thresholds_by_k(m).items()),
             f"validation     accuracy {_fmt(val.get('accuracy'))}, "
             f"balanced accuracy {_fmt(val.get('balanced_accuracy'))}"

@@ -31,7 +31,7 @@ from musicidx.encoder.render import matching_soundfont
 from musicidx.indexer.corpus import display_name, is_midi_name
 from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote
-from musicidx.indexer.store import IndexContents, load_index, thresholds_by_k
+from musicidx.indexer.store import IndexContents, load_index, novelty_calibration, thresholds_by_k
 
 SCORE_DECIMALS = 6
 TIME_DECIMALS = 3
@@ -66,7 +66,10 @@ class QueryResult:
     threshold: float  # calibrated at build time for k
     k: int  # neighbours per query clip
     accept_rate: float | None  # share of held-out pieces by known composers under the threshold at calibration
-    is_new: bool  # novelty above the calibrated threshold (never when same_composition): likely a new composer
+    # novelty above the calibrated threshold (never when same_composition): likely a new composer;
+    # None when the index's threshold is uncalibrated (too few held-out works): no verdict is claimed
+    is_new: bool | None
+    calibrated: bool  # the threshold rests on enough held-out works to back a verdict (musicidx info says why not)
     same_composition: bool  # the query plays the same notes as a training track
     same_track: str | None  # that track
     nearest: list[NearestTrack] = field(default_factory=list)
@@ -107,6 +110,7 @@ class Searcher:
                 path=index_dir,
             )
         self.threshold = self.thresholds_by_k[self.k]
+        self.calibrated, self.uncalibrated_reason = novelty_calibration(m)
         self.soundfont = matching_soundfont(m["soundfont"], soundfont)
         self.cache = FeatureCache(cache_dir)
         self.model = Encoder(self.contents.model_config, self.features)
@@ -183,7 +187,10 @@ class Searcher:
             threshold=_score(self.threshold),
             k=self.k,
             accept_rate=self.manifest["novelty"].get("accept_rate"),
-            is_new=same is None and _score(novelty) > _score(self.threshold),  # as the reader sees them
+            is_new=False
+            if same is not None
+            else (_score(novelty) > _score(self.threshold) if self.calibrated else None),  # as the reader sees them
+            calibrated=self.calibrated,
             same_composition=same is not None,
             same_track=None if same is None else self.clip_path[same],
             nearest=self._nearest_tracks(nb, starts),

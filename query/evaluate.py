@@ -16,13 +16,17 @@ of the training works cannot carry it.
 * Cross-corpus (:func:`evaluate_index`): an existing index asked about another labelled folder;
   composers it lacks count as new.
 
-Features are extracted once (through the cache) and shared by every fold and seed.
+Features are extracted once (through the cache) and shared by every fold and seed.  After every
+fit, ``on_partial`` may keep the report of what is finished (``musicidx eval --report`` writes it),
+so an eval stopped early loses only the fit it was in.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
-from musicidx.encoder.errors import MusicIdxError
+from musicidx.encoder.errors import MusicIdxError, install_hint
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
 from musicidx.encoder.render import ORCHESTRATIONS
 from musicidx.indexer.build import Corpus, Progress, TrackScores, fit_index, prepare_corpus, score_tracks, stack_clips
@@ -112,6 +116,10 @@ class EvalReport:
     per_seed: list[dict[str, float]] = field(default_factory=list)
     summary: dict[str, dict[str, Any]] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
+    #: ``None`` when every seed ran; for an eval that stopped early (a report written after each fit
+    #: by ``on_partial``): fits done and planned, the seeds finished (the only ones summarised) and
+    #: the folds and left-out composers finished of the seed that was running
+    partial: dict[str, Any] | None = None
     # For the plots, not for report.json:
     embeddings: np.ndarray | None = None  # (n_tracks, dim) mean clip embedding, fold 0's encoder
     embedding_labels: list[str] = field(default_factory=list)
@@ -191,7 +199,7 @@ def _one_seed(
     fold_seed: int,
     open_set: bool,
     orchestrations: Sequence[str],
-    step: Callable[[], None],
+    step: Callable[[dict[str, Any]], None],
     keep_plots: bool,
 ) -> dict[str, Any]:
     """Closed and open set for one training seed; returns details, flat headline numbers and
@@ -228,7 +236,7 @@ def _one_seed(
                 eq = embed(model, q.feats)
                 orch[v] = np.stack([eq[q.track == t].mean(axis=0) for t in te])
             plots["orchestrated"] = orch
-        step()
+        step({"fold": per_fold[-1]})
     closed = {**_closed_metrics(truth, pred[ORIGINAL], composers), "per_fold": per_fold}
     orch_metrics: dict[str, Any] = {}
     for v in orchestrations:
@@ -294,7 +302,7 @@ def _one_seed(
             per_composer[composers[c]] = m
             novelty_loco.append((composers[c], s0.novelty[~is_unknown], s0.novelty[is_unknown]))
             thresholds.append(thr)
-            step()
+            step({"left_out": composers[c], **m})
     open_: dict[str, Any] = {}
     if per_composer:
         keys = ["auroc", "fpr_at_95tpr", "oscr", "unknown_flagged", "known_flagged"]
@@ -333,6 +341,7 @@ def evaluate(
     workers: int | None = None,
     soundfont: str | Path | None = None,
     progress: Progress | None = None,
+    on_partial: Callable[[EvalReport], None] | None = None,
 ) -> EvalReport:
     """Closed-set grouped cross-validation and leave-one-composer-out open-set evaluation, with
     every held-out track also asked in each of ``orchestrations``, over several training seeds.
@@ -343,6 +352,10 @@ def evaluate(
     full run whose headline numbers are summarised as mean and standard deviation.  A frozen
     recipe (pretrained weights, nothing trained in ``build``) gives the same answers for every
     training seed, so it runs once.
+
+    ``progress("eval", done, total)`` is called before the first fit and after each (a fit is one
+    fold or one left-out composer of one seed); ``on_partial`` gets, after each fit, the report of
+    what is finished so far (:attr:`EvalReport.partial` set), so that an eval stopped early keeps it.
     """
     began = time.monotonic()
     r = (recipe or DEFAULT_RECIPE).replace(features=features, model=model_config, train=train_config, k=k)
@@ -368,52 +381,101 @@ def evaluate(
     works = [t.group for t in corpus.tracks]
     n = len(composers)
     splits = grouped_folds([t.composer for t in corpus.tracks], works, n_folds=folds, seed=seed)
-    total = len(train_seeds) * (folds + (n if open_set else 0))
-    done = [0]
+    per_seed_fits = folds + (n if open_set else 0)
+    total = len(train_seeds) * per_seed_fits
+    config = {
+        "features": corpus.feature_config.to_dict(),
+        "model": mc.to_dict(),
+        "training": base_tc.to_dict(),
+        "k": r.k,
+        "fold_seed": seed,
+        "recipe": dataclasses.replace(r, features=corpus.feature_config).to_dict(),
+    }
+    runs: list[dict[str, Any]] = []  # one per finished seed
+    running: dict[str, Any] = {"seed": train_seeds[0], "closed_folds": [], "open_left_out": {}}
 
-    def step() -> None:
-        done[0] += 1
+    def done() -> int:
+        return len(runs) * per_seed_fits + len(running["closed_folds"]) + len(running["open_left_out"])
+
+    def report(partial: dict[str, Any] | None) -> EvalReport:
+        finished = train_seeds[: len(runs)]
+        return _assemble(runs, finished, composers, corpus, folds, config, orchestrations, began, partial)
+
+    def checkpoint() -> None:
+        if on_partial is not None and done() < total:
+            unfinished = copy.deepcopy(running) if done() % per_seed_fits else None
+            partial = {"fits_done": done(), "fits_total": total, "seeds_finished": train_seeds[: len(runs)]}
+            on_partial(report({**partial, "unfinished_seed": unfinished}))
+
+    def step(finished: dict[str, Any]) -> None:
+        if "fold" in finished:
+            running["closed_folds"].append(finished["fold"])
+        else:
+            running["open_left_out"][finished.pop("left_out")] = finished
         if progress is not None:
-            progress("eval", done[0], total)
+            progress("eval", done(), total)
+        if done() % per_seed_fits:  # the seed's last fit is kept once its run is complete, below
+            checkpoint()
 
-    runs = [
-        _one_seed(
-            corpus,
-            composers=composers,
-            label=label,
-            fold_splits=splits,
-            recipe=dataclasses.replace(r, train=dataclasses.replace(base_tc, seed=s)),
-            folds=folds,
-            fold_seed=seed,
-            open_set=open_set,
-            orchestrations=orchestrations,
-            step=step,
-            keep_plots=i == 0,
+    if progress is not None:
+        progress("eval", 0, total)
+    for i, s in enumerate(train_seeds):
+        running.update(seed=s, closed_folds=[], open_left_out={})
+        runs.append(
+            _one_seed(
+                corpus,
+                composers=composers,
+                label=label,
+                fold_splits=splits,
+                recipe=dataclasses.replace(r, train=dataclasses.replace(base_tc, seed=s)),
+                folds=folds,
+                fold_seed=seed,
+                open_set=open_set,
+                orchestrations=orchestrations,
+                step=step,
+                keep_plots=i == 0,
+            )
         )
-        for i, s in enumerate(train_seeds)
-    ]
-    per_seed = [{"seed": float(s), **r["flat"]} for s, r in zip(train_seeds, runs)]
-    summary = {key: summarise([r["flat"][key] for r in runs]) for key in runs[0]["flat"]}
-    first = runs[0]
-    plots = first["plots"]
+        running.update(closed_folds=[], open_left_out={})
+        checkpoint()
+    return report(None)
+
+
+def _assemble(
+    runs: list[dict[str, Any]],
+    seeds: list[int],
+    composers: list[str],
+    corpus: Corpus,
+    folds: int,
+    config: dict[str, Any],
+    orchestrations: Sequence[str],
+    began: float,
+    partial: dict[str, Any] | None,
+) -> EvalReport:
+    """The report of the finished ``runs`` (one per seed of ``seeds``); with ``partial``, of an eval
+    still running or stopped, whose unfinished seed is only listed in ``partial``."""
+    per_seed = [{"seed": float(s), **r["flat"]} for s, r in zip(seeds, runs)]
+    summary = {key: summarise([r["flat"][key] for r in runs]) for key in runs[0]["flat"]} if runs else {}
+    first: dict[str, Any] = runs[0] if runs else {"closed": {}, "open": {}, "novelty_loco": [], "thresholds": []}
+    plots = first.get("plots") or {"embeddings": None, "held_out": None, "orchestrated": {}}
+    if partial is not None:
+        partial = {
+            **partial,
+            "note": "stopped early: only the seeds in seeds_finished are in closed, open, per_seed and summary; "
+            "unfinished_seed holds the folds and left-out composers finished of the seed that was running",
+        }
     return EvalReport(
         composers=composers,
         folds=folds,
         closed=first["closed"],
         open=first["open"],
-        config={
-            "features": corpus.feature_config.to_dict(),
-            "model": mc.to_dict(),
-            "training": base_tc.to_dict(),
-            "k": r.k,
-            "fold_seed": seed,
-            "recipe": dataclasses.replace(r, features=corpus.feature_config).to_dict(),
-        },
+        config=config,
         seconds=time.monotonic() - began,
-        seeds=train_seeds,
+        seeds=list(seeds),
         orchestrations=list(orchestrations),
         per_seed=per_seed,
         summary=summary,
+        partial=partial,
         embeddings=plots["embeddings"],
         embedding_labels=[t.composer for t in corpus.tracks],
         embedding_held_out=plots["held_out"],
@@ -423,6 +485,10 @@ def evaluate(
     )
 
 
+#: What to install for the plots.
+PLOTS_HINT = f"plots need matplotlib: {install_hint('plots')}"
+
+
 def _use_matplotlib() -> None:
     """Select matplotlib's file-only backend; a missing matplotlib is a :class:`PlotError`."""
     try:
@@ -430,23 +496,45 @@ def _use_matplotlib() -> None:
 
         matplotlib.use("Agg")
     except ImportError as e:
-        raise PlotError("plots need matplotlib: pip install 'musicidx[plots]' (or pass --no-plots)") from e
+        raise PlotError(f"{PLOTS_HINT} (or pass --no-plots)") from e
+
+
+def can_plot(*, required: bool) -> bool:
+    """Whether the plots can be drawn, asked before any work: ``False`` when matplotlib is missing,
+    or, when they were asked for explicitly (``required``), a :class:`PlotError`."""
+    try:
+        _use_matplotlib()
+    except PlotError:
+        if required:
+            raise
+        return False
+    return True
+
+
+def _write_json(obj: dict[str, Any], path: Path) -> None:
+    """``path`` replaced whole (a report rewritten after every fit is never seen half-written)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
 
 
 def write_report(report: EvalReport, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write ``report.json`` and (with matplotlib) the PNGs; returns the paths written."""
+    """Write ``report.json`` and then (with matplotlib) the PNGs, listed in ``report.json`` once
+    drawn; returns the paths written.  The numbers are on disk before any plot is tried."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    report.plots = []
+    _write_json(report.to_dict(), out / "report.json")
     written = []
-    if plots:
+    if plots and report.closed:  # a partial report before its first finished seed has nothing to draw
         _use_matplotlib()
         written = [_plot_confusion(report, out), _plot_embeddings(report, out)]
         if report.novelty_loco:
             written.append(_plot_novelty(report, out))
         if report.orchestrations:
             written.append(_plot_orchestrations(report, out))
-    report.plots = [p.name for p in written]
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        report.plots = [p.name for p in written]
+        _write_json(report.to_dict(), out / "report.json")
     return [out / "report.json", *written]
 
 
@@ -705,6 +793,8 @@ def write_cross_report(report: CrossReport, out_dir: str | Path, *, plots: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    report.plots = []
+    _write_json(report.to_dict(), out / "report.json")
     if plots and report.open:
         _use_matplotlib()
         import matplotlib.pyplot as plt
@@ -728,6 +818,6 @@ def write_cross_report(report: CrossReport, out_dir: str | Path, *, plots: bool 
         fig.savefig(p, dpi=110)
         plt.close(fig)
         written.append(p)
-    report.plots = [p.name for p in written]
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        report.plots = [p.name for p in written]
+        _write_json(report.to_dict(), out / "report.json")
     return [out / "report.json", *written]

@@ -9,7 +9,6 @@ SoundFonts the machine has, and it loads ~20x faster than a 140 MB General MIDI 
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import midi_factory
 import numpy as np
 import pytest
-from tiny import FEATURES, MODEL, TRAIN, SyntheticIndex
+from tiny import FEATURES, MODEL, TRAIN, SyntheticIndex, write_tiny_recipe
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 
@@ -163,9 +162,7 @@ def tiny_cli_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
 
     The default recipe builds a real index of 10 s clips with 192 triplet batches, which takes
     minutes; the CLI tests are about the plumbing.  Returns the recipe file."""
-    path = tmp_path_factory.mktemp("recipe") / "tiny.json"
-    train = {k: v for k, v in TRAIN.to_dict().items() if k != "seed"}  # --seed passes its own
-    path.write_text(json.dumps({"features": FEATURES.to_dict(), "model": MODEL.to_dict(), "train": train}))
+    path = write_tiny_recipe(tmp_path_factory.mktemp("recipe") / "tiny.json")
     monkeypatch.setenv("MUSICIDX_RECIPE", str(path))
     return path
 

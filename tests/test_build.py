@@ -136,7 +136,10 @@ def test_two_composers_with_one_work_each_build(corpus_dir: Path, tmp_path: Path
     assert f.n_tracks == 4 and f.n_works == 2 and f.val_tracks == 0  # holding one out would leave a composer out
     assert f.val_accuracy is None and f.single_work_composers == ["Alpha", "Beta"]
     assert 0.0 <= f.threshold <= 2.0
-    assert len(f.warnings) == 3 and "nothing was held out" in f.warnings[-1]
+    assert len(f.warnings) == 4 and "nothing was held out" in f.warnings[2]
+    assert not f.calibrated and f.warnings[3].startswith(
+        "the novelty threshold is uncalibrated (calibrated on 4 tracks"
+    )
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert m["warnings"] == f.warnings and m["novelty"]["calibrated_on"]["track_ids"] == [0, 1, 2, 3]
 
@@ -158,7 +161,7 @@ def test_a_composer_with_a_single_work_trains_and_is_named_in_a_warning(
     out = tmp_path / "idx"
     r = CliRunner().invoke(cli, ["build", str(src), "--out", str(out), "--workers", "1", "--no-cache"])
     assert r.exit_code == 0, r.output
-    (warning,) = [ln for ln in r.stdout.splitlines() if ln.startswith("warning ")]
+    warning, uncalibrated = [ln for ln in r.stdout.splitlines() if ln.startswith("warning ")]
     assert warning.startswith("warning      Gamma has a single work (Sonata No 1_OP1; 2 track(s)), kept whole in")
     assert "how well the index recognises Gamma is untested" in warning
     (base,) = [ln for ln in r.stdout.splitlines() if ln.startswith("baseline ")]
@@ -169,7 +172,8 @@ def test_a_composer_with_a_single_work_trains_and_is_named_in_a_warning(
         f"baseline     always answering {b['composer']} (most tracks) would score accuracy {b['accuracy']:.3f}, "
         f"balanced accuracy {b['balanced_accuracy']:.3f}"
     )
-    assert m["validation"]["single_work_composers"] == ["Gamma"] and m["warnings"] == [warning[13:]]
+    assert m["validation"]["single_work_composers"] == ["Gamma"] and m["warnings"] == [warning[13:], uncalibrated[13:]]
+    assert "uncalibrated" in uncalibrated  # three held-out works of two composers back no verdict
     gamma = {r["track_id"] for r in pq.read_table(out / "clips.parquet").to_pylist() if r["composer"] == "Gamma"}
     held = set(m["novelty"]["calibrated_on"]["track_ids"])
     assert gamma and not gamma & held and held, "Gamma trains; the others are validated"

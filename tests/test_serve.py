@@ -62,7 +62,8 @@ def test_serve_without_the_extra_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == (
-        "musicidx: error: 'musicidx serve' needs the serve extra (no fastapi): pip install 'musicidx[serve]'"
+        "musicidx: error: 'musicidx serve' needs the serve extra (no fastapi): pip install 'musicidx[serve]' "
+        "(from a source checkout: pip install '.[serve]')"
     )
 
 
@@ -419,3 +420,36 @@ def test_serve_on_a_busy_port_is_one_line(web: None, built_index: Path) -> None:
         r = CliRunner().invoke(cli, ["serve", "--index", str(built_index), "--port", str(port), "--workers", "1"])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert r.stderr.strip() == f"musicidx: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+# ------------------------------------------------------------------------ small faults (issue 19, item 6)
+
+
+def test_a_malformed_parameter_is_a_one_line_422(client: Any) -> None:
+    r = client.get("/v1/clip", params={"track": "Alpha/x.mid", "start": "abc"})
+    assert r.status_code == 422
+    assert r.json() == {
+        "detail": "query parameter start: Input should be a valid number, unable to parse string as a number "
+        "(got 'abc')"
+    }
+    missing = client.get("/v1/clip", params={"start": "1"}).json()["detail"]
+    assert missing.startswith("query parameter track: Field required") and "\n" not in missing
+
+
+def test_the_banner_counts_one_worker_in_the_singular(service: Any) -> None:
+    assert service.summary().endswith("; 1 worker, queue 4")
+
+
+def test_a_favicon_so_that_no_page_load_is_a_404(client: Any) -> None:
+    page = client.get("/").text
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+    for url in ("/static/favicon.svg", "/favicon.ico"):
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert r.content.startswith(b"<svg")
+
+
+def test_info_says_whether_the_threshold_is_calibrated(client: Any) -> None:
+    """The tiny index holds out three works: too few to calibrate, and the page reads this."""
+    info = client.get("/v1/info").json()
+    assert info["calibrated"] is False and "only" in info["uncalibrated_reason"]

@@ -175,6 +175,11 @@ def test_the_page_answers_a_chosen_file_in_a_real_browser(
     durations = "return [...document.querySelectorAll('#query-clip audio, #match-clip audio')].map(a => a.duration)"
     wait.until(lambda d: len(d.execute_script(durations)) == 2 and all(x > 0 for x in d.execute_script(durations)))
     assert d.execute_script(durations) == pytest.approx([FEATURES.clip_seconds] * 2, abs=0.05)
+    # side by side, both players sit at one height whatever their captions' lengths (issue 19)
+    tops = durations.replace("a.duration", "a.getBoundingClientRect().top")
+    top_query, top_match = d.execute_script(tops)
+    assert top_query == pytest.approx(top_match, abs=1)
+    assert d.find_element(By.CSS_SELECTOR, "#novelty .mark-label").text.startswith("threshold ")
     _keep(d, tmp_path, "serve-page.png")
 
     # a narrow screen: nothing wider than the window

@@ -21,6 +21,15 @@ MODEL = ModelConfig(channels=(8, 16, 32), embedding_dim=32)
 TRAIN = TrainConfig(epochs=2, batches_per_epoch=2, clips_per_composer=4, val_fraction=0.34, crop_seconds=1.5, seed=0)
 
 
+def write_tiny_recipe(path: Path) -> Path:
+    """A recipe file of the tiny configs (training seed left to ``--seed``), for ``$MUSICIDX_RECIPE``."""
+    import json
+
+    train = {k: v for k, v in TRAIN.to_dict().items() if k != "seed"}
+    path.write_text(json.dumps({"features": FEATURES.to_dict(), "model": MODEL.to_dict(), "train": train}))
+    return path
+
+
 class SyntheticIndex(NamedTuple):
     """An index made by hand (see the ``synthetic_index`` fixture)."""
 

@@ -18,7 +18,8 @@ one more for each rebuilt index picked up).
 Statuses: 401 without the bearer token (when the server has one), 413 an upload over the size
 limit or too many files, 415 not multipart, 422 a file that is not MIDI or breaks a limit (the
 body's ``detail`` is the one-line reason ``musicidx query`` gives; ``answers`` still holds every
-file's object), 503 with Retry-After when the queue is full, 500 the server's own fault.
+file's object) or a malformed parameter (``detail`` one line too), 503 with Retry-After when the
+queue is full, 500 the server's own fault.
 
 Uploads are streamed straight into the request's private folder and counted as they arrive: the
 first byte over the limit ends the request with 413, so no oversized upload is ever held whole.
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -117,6 +119,12 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
     async def server_fault(request: Request, e: MusicIdxError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=500)
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, e: RequestValidationError) -> JSONResponse:
+        """A malformed parameter (``/v1/clip?start=abc``) is a 422 with a one-line ``detail`` like
+        every other 422, not FastAPI's list of error objects."""
+        return JSONResponse({"detail": validation_detail(e.errors())}, status_code=422)
+
     def authorised(request: Request) -> None:
         token = service.config.token
         if not token:
@@ -184,6 +192,10 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # what a browser asks for when a page names no icon
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
@@ -271,6 +283,18 @@ async def read_uploads(request: Request, folder: Path, *, max_bytes: int, max_fi
     if not uploads:
         raise BadInput("no file in the request; send one or more MIDI files as multipart/form-data")
     return uploads
+
+
+def validation_detail(errors: Any) -> str:
+    """FastAPI's validation errors in one line: ``query parameter start: Input should be a valid
+    number... (got 'abc')``."""
+    parts = []
+    for err in errors:
+        loc = [str(x) for x in err.get("loc", ())]
+        where = f"{loc[0]} parameter {'.'.join(loc[1:])}" if len(loc) > 1 else ".".join(loc) or "request"
+        got = f" (got {err['input']!r})" if isinstance(err.get("input"), (str, int, float)) else ""
+        parts.append(f"{where}: {err.get('msg', 'invalid')}{got}")
+    return "; ".join(parts) or "invalid request"
 
 
 def _size(n: int) -> str:

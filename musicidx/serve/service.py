@@ -412,6 +412,8 @@ class QueryService:
             "counts": m["counts"],
             "k": s.k,
             "threshold": s.threshold,
+            "calibrated": s.calibrated,  # False: answers carry the novelty but no verdict (is_new null)
+            "uncalibrated_reason": s.uncalibrated_reason,
             "thresholds_by_k": {str(k): t for k, t in s.thresholds_by_k.items()},
             "accept_rate": m["novelty"].get("accept_rate"),
             "features": m["features"],
@@ -432,7 +434,8 @@ class QueryService:
         """One line: what is served and by how many workers."""
         m = self.generation.searcher.manifest
         return (
-            f"{len(m['composers'])} composers, {m['counts']['clips']} clips; {self.config.workers} workers, "
+            f"{len(m['composers'])} composers, {m['counts']['clips']} clips; {self.config.workers} "
+            f"worker{'' if self.config.workers == 1 else 's'}, "
             f"queue {self.config.queue}"
         )
 

@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const sig = (x) => String(Number(Number(x).toPrecision(4)));
+const sentence = (text) => (text ? text[0].toUpperCase() + text.slice(1) : text);
 let matchUrl = null;
 
 function authHeaders() {
@@ -53,7 +54,10 @@ async function loadInfo() {
   const names = Object.keys(info.composers);
   $("index-info").textContent =
     `The index knows ${names.length} composers (${names.join(", ")}) from ${info.counts.tracks} tracks; ` +
-    `a piece whose novelty passes ${sig(info.threshold)} (k=${info.k}) is called a composer not in the index.`;
+    (info.calibrated === false
+      ? `its novelty threshold ${sig(info.threshold)} (k=${info.k}) is uncalibrated (too few held-out works), ` +
+        "so answers show the novelty without saying whether the composer is in the index."
+      : `a piece whose novelty passes ${sig(info.threshold)} (k=${info.k}) is called a composer not in the index.`);
 }
 
 function verdictWords(a) {
@@ -61,6 +65,10 @@ function verdictWords(a) {
   const thr = `the threshold ${sig(a.threshold)}`;
   if (a.same_composition)
     return `A known composer: ${a.composer}. It plays the same notes as the training track ${a.same_track}.`;
+  if (a.is_new === null)
+    return `No verdict: the index's novelty threshold is uncalibrated (too few held-out works), so whether this ` +
+      `is a composer not in the index is not known; ${nov} against the uncalibrated ${thr}. ` +
+      `${a.composer} is the nearest known composer.`;
   if (a.is_new)
     return `Probably a composer NOT in the index: ${nov} is above ${thr}. ` +
       `${a.composer} is only the nearest known composer.`;
@@ -90,14 +98,22 @@ function renderNovelty(a) {
   box.replaceChildren();
   const top = Math.max(a.novelty, a.threshold) * 1.25 || 1;
   const scale = el("div", { class: "scale", "aria-hidden": "true" });
-  const fill = el("div", { class: a.novelty > a.threshold ? "fill over" : "fill" });
+  const fill = el("div", { class: a.is_new ? "fill over" : "fill" });
   fill.style.width = `${(a.novelty / top) * 100}%`;
+  const at = (a.threshold / top) * 100;
   const mark = el("div", { class: "mark", title: "threshold" });
-  mark.style.left = `${(a.threshold / top) * 100}%`;
-  scale.append(fill, mark);
+  mark.style.left = `${at}%`;
+  // the tick's label, beside it on the side with room (left of it past the middle)
+  const label = el("span", { class: at > 50 ? "mark-label end" : "mark-label" },
+    `threshold ${sig(a.threshold)}` + (a.calibrated === false ? " (uncalibrated)" : ""));
+  label.style.left = `${at}%`;
+  scale.append(fill, mark, label);
+  const measured = `Novelty ${sig(a.novelty)} (the median distance of its ${a.clips} clips to their ${a.k}th nearest index clip)`;
   const words = a.same_composition
     ? `Novelty ${sig(a.novelty)}, threshold ${sig(a.threshold)}: not needed, the notes are a training track's.`
-    : `Novelty ${sig(a.novelty)} (the median distance of its ${a.clips} clips to their ${a.k}th nearest index clip) ` +
+    : a.calibrated === false
+    ? `${measured}; the threshold ${sig(a.threshold)} is uncalibrated (too few held-out works), so no verdict is given.`
+    : `${measured} ` +
       `${a.novelty > a.threshold ? "is above" : "is within"} the threshold ${sig(a.threshold)}` +
       (a.accept_rate ? ` (${Math.round(a.accept_rate * 100)}% of held-out pieces by known composers stay within it).` : ".");
   box.append(scale, el("p", { id: "novelty-words" }, words));
@@ -132,7 +148,7 @@ async function renderPlayers(a, audio) {
   const url = `/v1/clip?track=${encodeURIComponent(best.path)}&start=${best.match_start_s}`;
   const resp = await fetch(url, { headers: authHeaders() });
   if (!resp.ok) {
-    m.append(el("p", { class: "missing", id: "match-missing" }, await detailOf(resp)));
+    m.append(el("p", { class: "missing", id: "match-missing" }, sentence(await detailOf(resp))));
     return;
   }
   matchUrl = URL.createObjectURL(await resp.blob());
@@ -166,12 +182,13 @@ async function ask(file) {
     const a = body.answers[0];
     const seconds = ((performance.now() - began) / 1000).toFixed(1);
     setStatus(`Answered ${a.file} in ${seconds} s.`);
-    $("composer").textContent = a.is_new
+    $("composer").textContent = a.is_new || a.is_new === null
       ? `Nearest known composer: ${a.composer} (confidence ${a.confidence.toFixed(2)})`
       : `Composer: ${a.composer} (confidence ${a.confidence.toFixed(2)})`;
     const verdict = $("verdict");
     verdict.textContent = verdictWords(a);
-    verdict.classList.toggle("new", a.is_new);
+    verdict.classList.toggle("new", a.is_new === true);
+    verdict.classList.toggle("none", a.is_new === null);
     renderVotes(a);
     renderNovelty(a);
     renderNearest(a);
