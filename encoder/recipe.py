@@ -7,7 +7,7 @@ novelty threshold, the FAISS kind, and the pretrained encoder the model starts f
 only what it names::
 
     k = 10
-    encoder = "m21-lieder-v1"   # shipped weights (musicidx.encoder.pretrained); omit: train in build
+    encoder = "m21-lieder-small-v1"   # shipped weights (encoder/weights/); omit: train in build
     finetune = false
     [features]
     render_program = 0
@@ -53,6 +53,14 @@ class Recipe:
     finetune: bool = False  # with ``encoder``: train on the folder from the weights (else frozen)
 
     def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int):
+            raise RecipeError(f"k must be a whole number, got {self.k!r}")
+        if isinstance(self.accept_rate, bool) or not isinstance(self.accept_rate, int | float):
+            raise RecipeError(f"accept_rate must be a number, got {self.accept_rate!r}")
+        if not isinstance(self.finetune, bool):
+            raise RecipeError(f"finetune must be true or false, got {self.finetune!r}")
+        if self.encoder is not None and not isinstance(self.encoder, str):
+            raise RecipeError(f"encoder must be the name of shipped weights or a .pt path, got {self.encoder!r}")
         if not 1 <= self.k <= 1000:
             raise RecipeError(f"k must be in 1..1000, got {self.k}")
         if not 0.0 < self.accept_rate <= 1.0:

@@ -596,9 +596,17 @@ def _calibrate(
         by_k, works = scores.novelty_by_k, len(set(track_group[val_tracks]))
     elif r.frozen:
         by_k, scores = leave_one_work_out_scores(model, tr, track_label, track_group, ks, k=r.k, n_labels=n)
+        # a single-work composer's track, its work left out, has no composer left in the index: a new
+        # composer, not a known one -- it neither calibrates nor validates
+        tracks = np.unique(tr.track)
+        works_of = {c: set(track_group[track_label == c]) for c in set(track_label.tolist())}
+        keep = np.array([len(works_of[int(track_label[t])]) > 1 for t in tracks])
+        by_k = {kk: v[keep] for kk, v in by_k.items()}
+        scores = TrackScores(scores.truth[keep], scores.pred[keep], scores.novelty[keep], scores.confidence[keep])
         acc, bacc = scores.accuracy()
         how = "every track against an index of the other works (the pretrained encoder never trained on them)"
-        val_tracks, works = np.unique(tr.track), len(set(track_group[np.unique(tr.track)]))
+        val_tracks = tracks[keep]
+        works = len(set(track_group[val_tracks]))
     else:  # nothing could be held out: each training track against the others' works
         by_k = leave_one_work_out_novelties(model, tr, track_group, ks)
         acc = bacc = None

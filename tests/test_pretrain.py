@@ -41,6 +41,25 @@ def test_the_shipped_pretraining_recipe_reads() -> None:
     assert c.model.stats_dim == 64 and c.views.views >= 2 and dict(c.corpus.music21_labels) == {"bach": "Bach"}
 
 
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [({"views": {"views": 1}}, "views must be at least 2"), ({"loop": {"checkpoint_every": 0}}, "checkpoint_every")],
+)
+def test_a_bad_pretraining_recipe_is_one_error(tmp_path: Path, table: dict[str, object], match: str) -> None:
+    f = tmp_path / "p.toml"
+    key, values = next(iter(table.items()))
+    f.write_text(f"[{key}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))  # type: ignore[attr-defined]
+    with pytest.raises(PretrainError, match=match) as e:
+        load_pretrain_config(f)
+    assert e.value.path == f
+
+
+def test_a_music21_folder_of_a_composer_never_to_be_heard_is_refused() -> None:
+    spec = PretrainConfig.from_dict({"corpus": {"music21": ["bach", "schumann_robert"], "lieder": False}})
+    with pytest.raises(PretrainError, match=r"\['schumann_robert'\] hold a composer the Lieder evaluation"):
+        plan_corpus(spec.corpus, lieder=None)
+
+
 def test_a_recipe_that_labels_a_new_composer_is_refused() -> None:
     spec = PretrainConfig.from_dict({"corpus": {"music21_labels": {"palestrina": "Palestrina"}, "lieder": False}})
     with pytest.raises(PretrainError, match=r"labels \['Palestrina'\], which an evaluation counts as new"):

@@ -45,6 +45,8 @@ def test_a_file_changes_only_what_it_names(tmp_path: Path) -> None:
         ("finetune = true\n", "finetune needs an encoder"),
         ("encoder = 'nope'\n", "no pretrained encoder 'nope'"),
         ("k = [\n", "not valid TOML"),
+        ("k = '5'\n", "k must be a whole number"),
+        ("finetune = 'no'\n", "finetune must be true or false"),
     ],
 )
 def test_bad_recipes_are_refused_naming_the_file(tmp_path: Path, text: str, match: str) -> None:

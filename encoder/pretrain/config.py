@@ -56,6 +56,14 @@ class ViewSpec:
     tempo_jitter: float = 0.1  # each view's tempo scaled by a factor in [1 - j, 1 + j]
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.views < 2 or self.clips_per_piece < 1:
+            raise ConfigMismatchError("views must be at least 2 (a pair per passage) and clips_per_piece at least 1")
+        if not self.soundfonts or not self.orchestrations:
+            raise ConfigMismatchError("name at least one SoundFont and one orchestration")
+        if not 0.0 <= self.tempo_jitter < 1.0 or self.max_transpose < 0:
+            raise ConfigMismatchError("tempo_jitter must be in [0, 1) and max_transpose >= 0")
+
 
 @dataclass(frozen=True)
 class LoopSpec:
@@ -74,6 +82,12 @@ class LoopSpec:
     crop_seconds: float = 5.0
     checkpoint_every: int = 100
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.checkpoint_every < 1 or self.passages < 2:
+            raise ConfigMismatchError("steps and checkpoint_every must be >= 1 and passages >= 2")
+        if not 0.0 <= self.labelled_share <= 1.0:
+            raise ConfigMismatchError(f"labelled_share must be in [0, 1], got {self.labelled_share}")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ never heard at all). :func:`export_corpus` writes each piece to ``WORK/midi/`` t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -64,6 +65,13 @@ def lieder_display_name(folder: str) -> str:
     return re.sub(r"[^A-Za-z0-9 .'-]", "", ascii_name).strip() or folder
 
 
+def _fold(name: str) -> str:
+    """A name compared across spellings: ASCII, lower case, letters only (``Schumann,_Robert``,
+    ``schumann_robert`` and ``Robert Schumann`` share ``schumann``)."""
+    ascii_s = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z]", "", ascii_s)
+
+
 def _slug(s: str) -> str:
     ascii_s = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode()
     return re.sub(r"[^A-Za-z0-9.-]+", "-", ascii_s).strip("-")[:80] or "piece"
@@ -85,7 +93,8 @@ def music21_pieces(directory: str) -> list[str]:
     return sorted(best.values())
 
 
-def _spread(items: list[Any], n: int) -> list[Any]:
+def spread(items: list[Any], n: int) -> list[Any]:
+    """``n`` items evenly spaced over ``items`` (all of them if there are no more than ``n``)."""
     if n <= 0 or len(items) <= n:
         return list(items)
     return [items[(i * len(items)) // n] for i in range(n)]
@@ -101,11 +110,12 @@ def plan_corpus(spec: CorpusSpec, *, lieder: Path | None) -> list[Piece]:
     bad = sorted(set(labels.values()) & new_names)
     if bad:
         raise PretrainError(f"the recipe labels {bad}, which an evaluation counts as new composers")
-    skip_dirs = set(held["music21_new_composer_dirs"]) - set(spec.music21)  # never heard unless asked
+    never_heard = {_fold(n.split()[-1]) for n in held["lieder_new_composers"]}
+    heard_dirs = [d for d in spec.music21 if any(n in _fold(d) for n in never_heard)]
+    if heard_dirs:  # e.g. music21's schumann_robert: the Lieder evaluation counts Schumann as never heard
+        raise PretrainError(f"music21 folder(s) {heard_dirs} hold a composer the Lieder evaluation counts as new")
     pieces: list[Piece] = []
     for d in spec.music21:
-        if d in skip_dirs:
-            continue
         for s in music21_pieces(d):
             parts = PurePosixPath(s).parts
             if s in never or any(s.startswith(w.rsplit(".", 1)[0]) for w in held["music21_training_works"]):
@@ -123,6 +133,16 @@ def plan_corpus(spec: CorpusSpec, *, lieder: Path | None) -> list[Piece]:
     pieces = _interleave(pieces)
     if spec.max_pieces > 0:  # a prefix: what a smaller corpus shares with a larger one is exported once
         pieces = pieces[: spec.max_pieces]
+    # a Lieder composer is a class only with enough songs in the corpus as cut
+    n_songs: dict[str, int] = {}
+    for p in pieces:
+        n_songs[p.collection] = n_songs.get(p.collection, 0) + 1
+    pieces = [
+        dataclasses.replace(p, label=None)
+        if p.collection.startswith("lieder/") and n_songs[p.collection] < spec.lieder_min_labelled
+        else p
+        for p in pieces
+    ]
     if not pieces:
         raise PretrainError("the recipe plans no piece: name music21 folders or use the Lieder")
     return pieces
@@ -143,19 +163,19 @@ def _interleave(pieces: list[Piece]) -> list[Piece]:
 def _lieder_pieces(spec: CorpusSpec, root: Path, held: dict[str, Any]) -> list[Piece]:
     evaluated = set(held["lieder_eval"])
     new_folders = set(held["lieder_new_composer_folders"])
-    m21_new = {n.split()[-1] for n in held["music21_new_composers"]}  # "Haydn", "Beach", ...
+    m21_new = {_fold(n.split()[-1]) for n in held["music21_new_composers"]}  # "haydn", "beach", ...
     by_folder: dict[str, list[str]] = {}
     for p in sorted((root / "scores").glob("*/**/*.mxl")):
         rel = p.relative_to(root).as_posix()
         folder = rel.split("/")[1]
         # a song by a composer the music21 evaluation counts as new (Haydn, Beach...) is never heard either
-        if folder in new_folders or rel in evaluated or folder.split(",_")[0] in m21_new:
+        if folder in new_folders or rel in evaluated or _fold(folder.split(",_")[0]) in m21_new:
             continue
         by_folder.setdefault(folder, []).append(rel)
     out = []
     for folder, songs in sorted(by_folder.items()):
-        chosen = _spread(songs, spec.lieder_per_composer)
-        label = lieder_display_name(folder) if len(chosen) >= spec.lieder_min_labelled else None
+        chosen = spread(songs, spec.lieder_per_composer)
+        label = lieder_display_name(folder)  # dropped by plan_corpus if too few songs are kept
         for rel in chosen:
             stem = f"{_slug(rel.split('/')[-2])}_{Path(rel).stem}"
             out.append(Piece(f"lieder:{rel}", f"lieder/{folder}", label, f"lieder/{_slug(folder)}/{stem}.mid"))
@@ -232,9 +252,17 @@ def export_corpus(
 
 
 def _write(path: Path, m21: str, done: dict[str, Any], failed: dict[str, str]) -> None:
+    write_json(path, {"music21": m21, "files": dict(sorted(done.items())), "failed": dict(sorted(failed.items()))})
+
+
+def write_json(path: Path, body: Any) -> None:
+    """``body`` as JSON at ``path``, atomically (readable by everyone: it may be package data)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"music21": m21, "files": dict(sorted(done.items())), "failed": dict(sorted(failed.items()))}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(body, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(body, indent=1) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

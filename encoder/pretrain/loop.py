@@ -76,8 +76,8 @@ def _batch(vs: ViewSet, cfg: PretrainConfig, rng: np.random.Generator) -> tuple[
         for c in chosen:
             own = np.flatnonzero(vs.label == c)
             rows += rng.choice(own, size=k, replace=len(own) < k).tolist()
-    rest = lc.passages - len(rows)
-    rows += rng.choice(len(vs.feats), size=rest, replace=False).tolist()
+    rest = max(0, lc.passages - len(rows))
+    rows += rng.choice(len(vs.feats), size=min(rest, len(vs.feats)), replace=False).tolist()
     return np.asarray(rows), vs.label[rows]
 
 
@@ -88,8 +88,10 @@ def _crop(x: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
     return x[..., o : o + frames]
 
 
-def checkpoint_path(work: Path, cfg: PretrainConfig) -> Path:
-    return work / f"checkpoint-{cfg.digest()}.pt"
+def checkpoint_path(work: Path, cfg: PretrainConfig, data: str = "") -> Path:
+    """The checkpoint of ``cfg`` trained on the data whose digest is ``data`` (a resume on other
+    data -- another hold-out list, Lieder copy or music21 version -- starts afresh)."""
+    return work / f"checkpoint-{cfg.digest()}{'-' + data[:12] if data else ''}.pt"
 
 
 def pretrain_loop(
@@ -99,15 +101,17 @@ def pretrain_loop(
     *,
     progress: Callable[[str, int, int], None] | None = None,
     stop_after: int | None = None,
+    data: str = "",
 ) -> Encoder:
     """Train (or resume) the encoder; returns it in eval mode. ``stop_after``: return after that
-    many steps of this call (for tests of the resume); the checkpoint is written first."""
+    many steps of this call (for tests of the resume); the checkpoint is written first. ``data``:
+    a digest of the pieces trained on, part of the checkpoint's name."""
     lc = cfg.loop
     torch.manual_seed(lc.seed)
     model = Encoder(cfg.model, cfg.features)
     opt = torch.optim.AdamW(model.parameters(), lr=lc.lr, weight_decay=lc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lc.lr, total_steps=max(lc.steps, 1), pct_start=0.1)
-    ckpt = checkpoint_path(work, cfg)
+    ckpt = checkpoint_path(work, cfg, data)
     step = 0
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -118,7 +122,7 @@ def pretrain_loop(
     crop = min(
         cfg.features.frames_per_clip, int(round(lc.crop_seconds * cfg.features.sample_rate / cfg.features.hop_length))
     )
-    log = work / f"log-{cfg.digest()}.jsonl"
+    log = ckpt.with_name(ckpt.stem.replace("checkpoint-", "log-", 1) + ".jsonl")
     began, ran = time.monotonic(), 0
     model.train()
     while step < lc.steps and (stop_after is None or ran < stop_after):
@@ -132,7 +136,7 @@ def pretrain_loop(
             + [_crop(vs.feats[r, pair[i, 1]], crop, rng) for i, r in enumerate(rows)]
         )
         emb = model(torch.from_numpy(x.astype(np.float32)))
-        passage = torch.arange(len(rows)).repeat(2)
+        passage = torch.from_numpy(rows).repeat(2)  # a row drawn twice is one passage, not two
         loss, active = triplet_loss(emb, passage, margin=lc.margin, mining="batch-hard")
         lab = torch.from_numpy(np.concatenate([labels, labels]))
         composer_loss = torch.zeros(())

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..render import file_sha256
 from .config import PretrainConfig, PretrainError
-from .corpus import Piece, export_corpus, plan_corpus
+from .corpus import Piece, export_corpus, load_heldout, plan_corpus, write_json
 from .views import render_corpus, views_path
 
 Progress = Callable[[str, int, int], None]
@@ -78,7 +78,8 @@ def pretrain(
     if len(vs.feats) < config.loop.passages:
         raise PretrainError(f"only {len(vs.feats)} usable passages, fewer than one step's {config.loop.passages}")
     torch.set_num_threads(max(1, workers))
-    model = pretrain_loop(vs, config, work, progress=progress, stop_after=stop_after)
+    data = hashlib.sha256(json.dumps([s for _, s in usable]).encode()).hexdigest()
+    model = pretrain_loop(vs, config, work, progress=progress, stop_after=stop_after, data=data)
     seconds["train"] = time.monotonic() - t
 
     weights = out / f"{config.name}.pt"
@@ -111,8 +112,9 @@ def _ship(
         "classes": classes,
         "pieces": [{**p.to_dict(), "midi_sha256": s} for p, s in usable],
         "pieces_sha256": hashlib.sha256(json.dumps([s for _, s in usable]).encode()).hexdigest(),
+        "heldout_sha256": hashlib.sha256(json.dumps(load_heldout(), sort_keys=True).encode()).hexdigest(),
         "skipped": skipped,
         "heldout": "encoder/pretrain/heldout.json: never learned from",
     }
-    (weights.with_suffix(".json")).write_text(json.dumps(card, indent=1) + "\n")
+    write_json(weights.with_suffix(".json"), card)
     return sha

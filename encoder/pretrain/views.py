@@ -3,8 +3,10 @@
 For each exported piece, ``clips_per_piece`` windows are chosen as a build chooses them
 (:func:`~musicidx.encoder.render.clip_starts`), and each window is rendered ``views`` times, each
 view with its own SoundFont, orchestration, transposition and tempo, drawn from a generator seeded
-by the piece's sha256 and the view number (so a view is the same on every run and machine
-that has the same SoundFonts). The log-CQT of every view is stored in
+by the piece's sha256 and the view number, so every run draws the same renderings. The audio
+itself is not bit-identical from run to run: each worker keeps one synthesiser per SoundFont
+open (a compressed ``.sf3`` takes ~16 s to load), and FluidSynth's state carries a little from
+one piece to the next. The log-CQT of every view is stored in
 ``WORK/views/<sha256[:2]>/<sha256>-<recipe digest>.npz`` as float16 ``(views, clips, bins,
 frames)``; a piece already there is not rendered again, so a killed run resumes.
 """
@@ -26,6 +28,7 @@ import numpy as np
 from ..config import FeatureConfig
 from ..errors import MusicIdxError
 from .config import PretrainConfig, PretrainError, ViewSpec
+from .corpus import write_json
 
 _SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/sounds/sf3", "/usr/share/soundfonts")
 
@@ -164,7 +167,7 @@ def render_corpus(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, str]:
     """Render the views of every ``(midi path, sha256)`` not yet in ``WORK/views``; returns the
-    reason of every piece that failed (recorded in ``WORK/views/failed.json``, not retried)."""
+    reason of every piece that failed (recorded in ``WORK/views/failed-<digest>.json``, not retried)."""
     digest = config.digest("views", "features")
     failed_path = work / "views" / f"failed-{digest}.json"
     try:
@@ -189,8 +192,6 @@ def render_corpus(
             if progress is not None:
                 progress("views", done, len(pieces))
             if err is not None or done % 100 == 0:
-                failed_path.parent.mkdir(parents=True, exist_ok=True)
-                failed_path.write_text(json.dumps(failed, indent=1))
-    failed_path.parent.mkdir(parents=True, exist_ok=True)
-    failed_path.write_text(json.dumps(failed, indent=1))
+                write_json(failed_path, failed)
+    write_json(failed_path, failed)
     return failed
