@@ -25,18 +25,24 @@ def ms(d: dict[str, Any] | None, key: str) -> str:
     return f"{v['mean']:.3f} ± {v['std']:.3f}" if v.get("std") else f"{v['mean']:.3f}"
 
 
-def cross_cells(c: dict[str, Any] | None) -> str:
+def cross_cells(c: dict[str, Any] | None, pretrained: bool) -> str:
+    """The cross-corpus cells; "never heard" only means something for a pretrained encoder."""
     cells = []
     for s in SETS:
         d = (c or {}).get(s)
-        cells += [
-            ms(d, "accuracy"),
-            ms(d, "auroc"),
-            ms(d, "auroc_never_heard"),
-            ms(d, "flagged_new"),
-            ms(d, "flagged_known"),
-        ]
+        never = ms(d, "auroc_never_heard") if pretrained else "–"
+        cells += [ms(d, "accuracy"), ms(d, "auroc"), never, ms(d, "flagged_new"), ms(d, "flagged_known")]
     return " | ".join(cells)
+
+
+def merged_rows(path: Path) -> list[dict[str, Any]]:
+    """One row per variant: a later line's parts (eval, cross) complete or replace an earlier one's."""
+    rows: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.strip():
+            r = json.loads(line)
+            rows.setdefault(r["variant"], {}).update(r)
+    return list(rows.values())
 
 
 def peer_row(peers: dict[str, Path]) -> str:
@@ -73,13 +79,13 @@ def main() -> None:
     print("|" + "---|" * (head.count("|") - 1))
     if peers:
         print(peer_row(peers))
-    path = HERE / "results" / "encoders.jsonl"
-    for r in (json.loads(x) for x in path.read_text().splitlines() if x) if path.exists() else []:
+    for r in merged_rows(HERE / "results" / "encoders.jsonl"):
         s = r.get("eval", {}).get("summary")
         print(
             f"| {r['variant']} | {r['seeds']} | "
             + " | ".join(ms(s, f"closed.{v}.balanced_accuracy") for v in VIEWS)
-            + f" | {ms(s, 'closed.agreement')} | {ms(s, 'open.original.auroc')} | {cross_cells(r.get('cross'))} "
+            + f" | {ms(s, 'closed.agreement')} | {ms(s, 'open.original.auroc')} "
+            f"| {cross_cells(r.get('cross'), r['recipe'].get('encoder') is not None)} "
             f"| {r.get('eval', {}).get('eval_seconds', '–')} |"
         )
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from musicidx.encoder.pretrain.corpus import LIEDER_KNOWN as KNOWN
 from musicidx.encoder.pretrain.corpus import lieder_display_name as display_name
+from musicidx.encoder.pretrain.corpus import spread
 
 #: Every NEW_EVERY-th other composer (sorted by folder) is held out as new.
 NEW_EVERY = 3
@@ -47,12 +48,6 @@ def songs_by_composer(root: Path) -> dict[str, list[str]]:
         rel = p.relative_to(root).as_posix()
         out.setdefault(rel.split("/")[1], []).append(rel)
     return out
-
-
-def spread(items: list[str], n: int) -> list[str]:
-    if len(items) <= n:
-        return list(items)
-    return [items[(i * len(items)) // n] for i in range(n)]
 
 
 def plan(root: Path) -> dict[str, Any]:

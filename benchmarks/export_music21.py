@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
+from musicidx.encoder.pretrain.corpus import spread
+
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE.parent.parent / "shared" / "data" / "musicians"
 
@@ -74,13 +76,6 @@ def corpus_sources(directory: str) -> list[str]:
     from musicidx.encoder.pretrain.corpus import music21_pieces
 
     return music21_pieces(directory)
-
-
-def spread(items: list[str], n: int) -> list[str]:
-    """``n`` items evenly spaced over ``items`` (all of them if there are no more than ``n``)."""
-    if len(items) <= n:
-        return list(items)
-    return [items[(i * len(items)) // n] for i in range(n)]
 
 
 def catalogue(name: str) -> str:
