@@ -495,7 +495,7 @@ def fit_index(
         n_tracks=len(corpus.tracks),
         n_clips=len(emb),
         n_works=len(set(groups)),
-        val_tracks=cal.tracks,
+        val_tracks=cal.tracks if cal.accuracy is not None else 0,  # calibrated on trained works: no validation
         val_accuracy=cal.accuracy,
         val_balanced_accuracy=cal.balanced_accuracy,
         threshold=cal.thresholds[r.k],
@@ -618,12 +618,18 @@ def _calibrate(
     return Calibration(thresholds, len(val_tracks), works, acc, bacc, how, seen_in_training=seen)
 
 
-def clip_table(corpus: Corpus, every: ClipArrays) -> pa.Table:
-    """The clip table of ``every`` (clips of ``corpus``' tracks): one row per clip, id = row."""
+def clip_table(corpus: Corpus, every: ClipArrays, *, first_clip: int = 0, first_track: int = 0) -> pa.Table:
+    """The clip table of ``every`` (clips of ``corpus``' tracks): one row per clip, ids from 0 -- or,
+    for rows ``add`` appends to an index, clip ids from ``first_clip`` and the tracks numbered in
+    order from ``first_track``."""
+    track_id = every.track
+    if first_clip or first_track:
+        order = {int(t): first_track + j for j, t in enumerate(np.unique(every.track))}
+        track_id = np.array([order[int(t)] for t in every.track], dtype=np.int64)
     return pa.table(
         {
-            "clip_id": np.arange(len(every.track), dtype=np.int64),
-            "track_id": every.track.astype(np.int32),
+            "clip_id": np.arange(first_clip, first_clip + len(every.track), dtype=np.int64),
+            "track_id": track_id.astype(np.int32),
             "composer": [corpus.tracks[t].composer for t in every.track],
             "work": [corpus.tracks[t].work for t in every.track],
             "path": [corpus.tracks[t].rel_path for t in every.track],
@@ -671,7 +677,7 @@ def _manifest(
             "min_calibration": {"tracks": MIN_CALIBRATION_TRACKS, "works": MIN_CALIBRATION_WORKS},
         },
         "validation": {
-            "tracks": cal.tracks,
+            "tracks": report.val_tracks,
             "accuracy": cal.accuracy,
             "balanced_accuracy": cal.balanced_accuracy,
             "majority_baseline": report.baseline,

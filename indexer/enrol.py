@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from musicidx.encoder.render import matching_soundfont
 
-from .build import Progress, prepare_corpus, stack_clips
+from .build import Progress, clip_table, prepare_corpus, stack_clips
 from .neighbours import calibrate_threshold, calibration_shortfall, search_outside, track_novelty
 from .store import (
     SEEN_IN_TRAINING_HOW,
@@ -102,19 +102,7 @@ def _add(
     first_track = int(clips.column("track_id").to_numpy().max()) + 1 if clips.num_rows else 0
     track_id = {t: first_track + j for j, t in enumerate(fresh)}
     contents.faiss_index.add_with_ids(emb, np.arange(first_clip, first_clip + len(emb), dtype=np.int64))
-    rows = pa.table(
-        {
-            "clip_id": np.arange(first_clip, first_clip + len(emb), dtype=np.int64),
-            "track_id": np.array([track_id[int(t)] for t in new.track], dtype=np.int32),
-            "composer": [corpus.tracks[t].composer for t in new.track],
-            "work": [corpus.tracks[t].work for t in new.track],
-            "path": [corpus.tracks[t].rel_path for t in new.track],
-            "sha256": [corpus.features[t].sha256 for t in new.track],
-            "notes_sha256": [corpus.features[t].notes_sha256 for t in new.track],
-            "start_s": new.start.astype(np.float64),
-            "dur_s": np.full(len(emb), features.clip_seconds),
-        }
-    ).cast(clips.schema)
+    rows = clip_table(corpus, new, first_clip=first_clip, first_track=first_track).cast(clips.schema)
     contents.clips = pa.concat_tables([clips, rows])
 
     # Recalibrate leave-one-work-out on tracks the encoder never saw in training.

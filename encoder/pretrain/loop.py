@@ -94,6 +94,30 @@ def checkpoint_path(work: Path, cfg: PretrainConfig, data: str = "") -> Path:
     return work / f"checkpoint-{cfg.digest()}{'-' + data[:12] if data else ''}.pt"
 
 
+def _step_batch(vs: ViewSet, cfg: PretrainConfig, step: int, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step ``step``'s input: two cropped views of each drawn passage (first views, then second
+    views), the passages' rows and their labels -- drawn from a generator seeded by (seed, step)."""
+    rng = np.random.default_rng([cfg.loop.seed, step])
+    rows, labels = _batch(vs, cfg, rng)
+    pair = np.stack([rng.choice(vs.feats.shape[1], size=2, replace=False) for _ in rows])
+    x = np.stack(
+        [_crop(vs.feats[r, pair[i, 0]], crop, rng) for i, r in enumerate(rows)]
+        + [_crop(vs.feats[r, pair[i, 1]], crop, rng) for i, r in enumerate(rows)]
+    )
+    return x.astype(np.float32), rows, labels
+
+
+def _losses(emb: torch.Tensor, rows: np.ndarray, labels: np.ndarray, cfg: PretrainConfig) -> dict[str, torch.Tensor]:
+    """The passage term (a row drawn twice is one passage, not two) and the composer term."""
+    lc = cfg.loop
+    loss, active = triplet_loss(emb, torch.from_numpy(rows).repeat(2), margin=lc.margin, mining="batch-hard")
+    lab = torch.from_numpy(np.concatenate([labels, labels]))
+    composer = torch.zeros(())
+    if lc.composer_weight > 0 and (lab >= 0).sum() > 1 and len(torch.unique(lab[lab >= 0])) > 1:
+        composer, _ = triplet_loss(emb[lab >= 0], lab[lab >= 0], margin=lc.composer_margin, mining="semi-hard")
+    return {"passage": loss, "composer": composer, "active": torch.tensor(active)}
+
+
 def pretrain_loop(
     vs: ViewSet,
     cfg: PretrainConfig,
@@ -106,9 +130,9 @@ def pretrain_loop(
     """Train (or resume) the encoder; returns it in eval mode. ``stop_after``: return after that
     many steps of this call (for tests of the resume); the checkpoint is written first. ``data``:
     a digest of the pieces trained on, part of the checkpoint's name."""
-    lc = cfg.loop
+    lc, fc = cfg.loop, cfg.features
     torch.manual_seed(lc.seed)
-    model = Encoder(cfg.model, cfg.features)
+    model = Encoder(cfg.model, fc)
     opt = torch.optim.AdamW(model.parameters(), lr=lc.lr, weight_decay=lc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lc.lr, total_steps=max(lc.steps, 1), pct_start=0.1)
     ckpt = checkpoint_path(work, cfg, data)
@@ -119,60 +143,26 @@ def pretrain_loop(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = int(state["step"])
-    crop = min(
-        cfg.features.frames_per_clip, int(round(lc.crop_seconds * cfg.features.sample_rate / cfg.features.hop_length))
-    )
+    crop = min(fc.frames_per_clip, int(round(lc.crop_seconds * fc.sample_rate / fc.hop_length)))
     log = ckpt.with_name(ckpt.stem.replace("checkpoint-", "log-", 1) + ".jsonl")
     began, ran = time.monotonic(), 0
     model.train()
     while step < lc.steps and (stop_after is None or ran < stop_after):
-        rng = np.random.default_rng([lc.seed, step])
+        x, rows, labels = _step_batch(vs, cfg, step, crop)
         torch.manual_seed(lc.seed * 1_000_003 + step)  # dropout
-        rows, labels = _batch(vs, cfg, rng)
-        n_views = vs.feats.shape[1]
-        pair = np.stack([rng.choice(n_views, size=2, replace=False) for _ in rows])
-        x = np.stack(
-            [_crop(vs.feats[r, pair[i, 0]], crop, rng) for i, r in enumerate(rows)]
-            + [_crop(vs.feats[r, pair[i, 1]], crop, rng) for i, r in enumerate(rows)]
-        )
-        emb = model(torch.from_numpy(x.astype(np.float32)))
-        passage = torch.from_numpy(rows).repeat(2)  # a row drawn twice is one passage, not two
-        loss, active = triplet_loss(emb, passage, margin=lc.margin, mining="batch-hard")
-        lab = torch.from_numpy(np.concatenate([labels, labels]))
-        composer_loss = torch.zeros(())
-        if lc.composer_weight > 0 and (lab >= 0).sum() > 1 and len(torch.unique(lab[lab >= 0])) > 1:
-            composer_loss, _ = triplet_loss(emb[lab >= 0], lab[lab >= 0], margin=lc.composer_margin, mining="semi-hard")
-        total = loss + lc.composer_weight * composer_loss
+        losses = _losses(model(torch.from_numpy(x)), rows, labels, cfg)
         opt.zero_grad()
-        total.backward()
+        (losses["passage"] + lc.composer_weight * losses["composer"]).backward()
         opt.step()
         sched.step()
-        step += 1
-        ran += 1
+        step, ran = step + 1, ran + 1
         if step % 25 == 0 or step == lc.steps:
+            entry = {k: round(v.item(), 5) for k, v in losses.items()}
             with open(log, "a") as f:
-                f.write(
-                    json.dumps(
-                        {
-                            "step": step,
-                            "passage_loss": round(loss.item(), 5),
-                            "active": round(active, 4),
-                            "composer_loss": round(composer_loss.item(), 5),
-                            "seconds": round(time.monotonic() - began, 1),
-                        }
-                    )
-                    + "\n"
-                )
-        if step % lc.checkpoint_every == 0 or step == lc.steps or (stop_after is not None and ran == stop_after):
-            _save(
-                ckpt,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "step": step,
-                },
-            )
+                f.write(json.dumps({"step": step, **entry, "seconds": round(time.monotonic() - began, 1)}) + "\n")
+        if step % lc.checkpoint_every == 0 or step == lc.steps or ran == stop_after:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+            _save(ckpt, {**state, "step": step})
         if progress is not None:
             progress("training", step, lc.steps)
     model.eval()
