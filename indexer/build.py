@@ -468,7 +468,8 @@ def fit_index(
 
     t0 = time.monotonic()
     cal = _calibrate(model, r, tr, va, held_out, track_label, np.array(groups, dtype=object), n=len(composers))
-    largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[val_idx])
+    validated = val_idx if not r.frozen else tr_idx  # a frozen encoder validates every track
+    largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[validated])
     baseline = {"composer": composers[largest], "accuracy": base_acc, "balanced_accuracy": base_bacc}
     single = single_work_composers([t.composer for t in corpus.tracks], groups)
     shortfall = calibration_shortfall(cal.tracks, cal.works, seen_in_training=cal.seen_in_training)

@@ -5,7 +5,6 @@ report that says so; and every fit is said on stderr, with the time left."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import sys
@@ -14,10 +13,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tiny import FEATURES, MODEL, TRAIN
 
 from musicidx.cli import cli
-from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.query import evaluate
 
 NO_PLOTS = (
@@ -27,12 +24,8 @@ NO_PLOTS = (
 
 
 @pytest.fixture
-def tiny_eval(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``musicidx eval`` with the tiny configs for what its options leave at default."""
-    train = {k: v for k, v in TRAIN.to_dict().items() if k != "seed"}
-    monkeypatch.setattr(evaluate, "FeatureConfig", functools.partial(FeatureConfig, **FEATURES.to_dict()))
-    monkeypatch.setattr(evaluate, "TrainConfig", functools.partial(TrainConfig, **train))
-    monkeypatch.setattr(evaluate, "ModelConfig", functools.partial(ModelConfig, **MODEL.to_dict()))
+def tiny_eval(tiny_cli_defaults: Path) -> None:
+    """``musicidx eval`` with the tiny configs, through ``$MUSICIDX_RECIPE`` (see conftest)."""
 
 
 def _eval(corpus: Path, report: Path, *more: str) -> Any:
