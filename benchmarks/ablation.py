@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
+from musicidx.encoder.recipe import DEFAULT_RECIPE
 from musicidx.query.evaluate import evaluate, write_report
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +33,7 @@ def main() -> None:
         features=FeatureConfig(**spec.get("features", {})),
         model_config=ModelConfig(**model),
         train_config=TrainConfig(**spec.get("train", {})),
-        k=spec.get("k", 10),
+        k=spec.get("k", DEFAULT_RECIPE.k),
     )
     if len(sys.argv) > 3:
         write_report(r, sys.argv[3])

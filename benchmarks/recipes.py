@@ -3,8 +3,9 @@
     python benchmarks/recipes.py NAME '{"features": {...}, "model": {...}, "train": {...}, "k": 10}' \\
         [--seeds 3] [--cross DIR] [--report DIR] [--skip-eval] [--no-open]
 
-For one recipe (the JSON overrides FeatureConfig / ModelConfig / TrainConfig fields; ``{}`` is the
-default recipe):
+For one recipe (the JSON overrides FeatureConfig / ModelConfig / TrainConfig fields; ``{}`` is
+recipe R0, the configs' own defaults -- not today's default recipe S3, which ``encoder_eval.py``
+judges from recipe files):
 
 1. ``musicidx eval`` on the challenge training folder (``../shared/data/musicians``), the same
    folds as always (fold seed 0), every held-out track also asked in the four re-orchestrations,
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
+from musicidx.encoder.recipe import DEFAULT_RECIPE
 from musicidx.indexer.build import build_index
 from musicidx.query.evaluate import evaluate, evaluate_index, summarise, write_report
 
@@ -43,7 +45,7 @@ def configs(spec: dict[str, Any]) -> tuple[FeatureConfig, ModelConfig, TrainConf
         FeatureConfig(**spec.get("features", {})),
         ModelConfig(**model),
         TrainConfig(**spec.get("train", {})),
-        int(spec.get("k", 10)),
+        int(spec.get("k", DEFAULT_RECIPE.k)),
     )
 
 
