@@ -149,7 +149,7 @@ def plan_corpus(spec: CorpusSpec, *, lieder: Path | None) -> list[Piece]:
 
 
 def _interleave(pieces: list[Piece]) -> list[Piece]:
-    """Round-robin over the collections, each in its own order, so that any prefix of the list --
+    """Interleave the collections, each in its own order, so that any prefix of the list --
     what a run stopped early has exported, or ``max_pieces`` -- samples every collection."""
     groups: dict[str, list[Piece]] = {}
     for p in pieces:
