@@ -467,7 +467,10 @@ def fit_index(
     timings["train"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    cal = _calibrate(model, r, tr, va, held_out, track_label, np.array(groups, dtype=object), n=len(composers))
+    every = stack_clips(corpus, np.arange(len(corpus.tracks)))
+    # a frozen encoder calibrates on every clip, the very ones it indexes: embed them once
+    emb = embed(model, every.feats) if r.frozen and ray is None else None
+    cal = _calibrate(model, r, tr, va, held_out, track_label, np.array(groups, dtype=object), n=len(composers), emb=emb)
     validated = val_idx if not r.frozen else tr_idx  # a frozen encoder validates every track
     largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[validated])
     baseline = {"composer": composers[largest], "accuracy": base_acc, "balanced_accuracy": base_bacc}
@@ -483,8 +486,10 @@ def fit_index(
     timings["calibrate"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    every = stack_clips(corpus, np.arange(len(corpus.tracks)))
-    emb = embed(model, every.feats) if ray is None else ray.embed(model, every.feats, threads=torch.get_num_threads())
+    if emb is None:
+        emb = (
+            embed(model, every.feats) if ray is None else ray.embed(model, every.feats, threads=torch.get_num_threads())
+        )
     index, faiss_entry = index_embeddings(emb, r.faiss, seed=r.train.seed)
     if progress is not None:
         progress("indexing", 1, 1)
@@ -583,6 +588,7 @@ def _calibrate(
     track_group: np.ndarray,
     *,
     n: int,
+    emb: np.ndarray | None = None,
 ) -> Calibration:
     """Novelty thresholds at every k a query may use, from tracks the encoder did not train on:
     the held-out works (a trained encoder) or every track against the other works (a frozen one)."""
@@ -596,7 +602,7 @@ def _calibrate(
         how = "held-out works of known composers, scored against an index of the other works"
         by_k, works = scores.novelty_by_k, len(set(track_group[val_tracks]))
     elif r.frozen:
-        by_k, scores = leave_one_work_out_scores(model, tr, track_label, track_group, ks, k=r.k, n_labels=n)
+        by_k, scores = leave_one_work_out_scores(model, tr, track_label, track_group, ks, k=r.k, n_labels=n, emb=emb)
         # a single-work composer's track, its work left out, has no composer left in the index: a new
         # composer, not a known one -- it neither calibrates nor validates
         tracks = np.unique(tr.track)
@@ -697,12 +703,14 @@ def leave_one_work_out_scores(
     *,
     k: int,
     n_labels: int,
+    emb: np.ndarray | None = None,
 ) -> tuple[dict[int, np.ndarray], TrackScores]:
     """Each track of ``clips`` against an index of the other works' clips: its novelty at each k
-    of ``ks`` and its vote at ``k`` (the calibration and validation of a frozen encoder)."""
+    of ``ks`` and its vote at ``k`` (the calibration and validation of a frozen encoder). ``emb``:
+    the clips' embeddings, when the caller has them."""
     from musicidx.encoder.model import embed
 
-    emb = embed(model, clips.feats)
+    emb = embed(model, clips.feats) if emb is None else emb
     index, _ = make_faiss_index(model.config.embedding_dim, len(emb), "flat")
     index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
     clip_group, clip_label = track_group[clips.track], track_label[clips.track]

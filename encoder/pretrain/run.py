@@ -83,7 +83,7 @@ def pretrain(
     seconds["train"] = time.monotonic() - t
 
     weights = out / f"{config.name}.pt"
-    sha = _ship(model.state_dict(), weights, config, usable, vs.classes, skipped)
+    sha = _ship(model.state_dict(), weights, config, usable, vs.classes, skipped, data)
     return PretrainReport(weights, sha, len(usable), len(vs.feats), vs.classes, skipped, seconds)
 
 
@@ -94,6 +94,7 @@ def _ship(
     usable: list[tuple[Piece, str]],
     classes: list[str],
     skipped: dict[str, str],
+    pieces_sha256: str,
 ) -> str:
     import torch
 
@@ -111,7 +112,7 @@ def _ship(
         "recipe": config.to_dict(),
         "classes": classes,
         "pieces": [{**p.to_dict(), "midi_sha256": s} for p, s in usable],
-        "pieces_sha256": hashlib.sha256(json.dumps([s for _, s in usable]).encode()).hexdigest(),
+        "pieces_sha256": pieces_sha256,
         "heldout_sha256": hashlib.sha256(json.dumps(load_heldout(), sort_keys=True).encode()).hexdigest(),
         "skipped": skipped,
         "heldout": "encoder/pretrain/heldout.json: never learned from",
