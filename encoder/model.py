@@ -169,9 +169,44 @@ class Encoder(nn.Module):
         return F.normalize(self.neck(self.head(self.dropout(h))), dim=1)
 
 
+class EmbeddingMemo:
+    """A frozen encoder that remembers every clip it has embedded, by the clip's content.
+
+    ``musicidx eval`` with a frozen pretrained encoder re-indexes every fold with the same weights,
+    so each clip (as written and in each re-orchestration) needs embedding once, not once per fold
+    and per role.  Pass the memo wherever an :class:`Encoder` is embedded with :func:`embed`; it
+    answers with the embedding the encoder gives for that clip (in eval mode a clip's embedding does
+    not depend on its batch, up to float rounding).  Only for weights that do not change.
+    """
+
+    def __init__(self, model: Encoder) -> None:
+        self.model = model
+        self.config = model.config
+        self._seen: dict[bytes, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __call__(self, feats: np.ndarray | torch.Tensor, *, batch: int = 64) -> np.ndarray:
+        import hashlib
+
+        x = np.ascontiguousarray(np.asarray(feats, dtype=np.float32))
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._seen))
+        if todo:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            new = embed(self.model, x[[first[k] for k in todo]], batch=batch)
+            self._seen.update(zip(todo, new))
+        if not keys:
+            return np.zeros((0, self.config.embedding_dim), dtype=np.float32)
+        return np.stack([self._seen[k] for k in keys]).astype(np.float32, copy=False)
+
+
 @torch.inference_mode()
-def embed(model: Encoder, feats: np.ndarray | torch.Tensor, *, batch: int = 64) -> np.ndarray:
+def embed(model: Encoder | EmbeddingMemo, feats: np.ndarray | torch.Tensor, *, batch: int = 64) -> np.ndarray:
     """Embed ``(n, bins, frames)`` features in batches; returns float32 ``(n, dim)``."""
+    if isinstance(model, EmbeddingMemo):
+        return model(feats, batch=batch)
     model.eval()
     x = torch.as_tensor(feats, dtype=torch.float32)
     out = [model(x[i : i + batch]).numpy() for i in range(0, len(x), batch)]

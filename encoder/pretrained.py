@@ -41,6 +41,16 @@ class Pretrained:
         state: dict[str, Any] = torch.load(self.path, map_location="cpu", weights_only=True)
         return state
 
+    def encoder(self, model: ModelConfig, features: FeatureConfig) -> Any:
+        """An :class:`~musicidx.encoder.model.Encoder` of ``model`` over ``features`` holding these
+        weights, in eval mode (the recipe's configs; they must match the card's)."""
+        from .model import Encoder
+
+        net = Encoder(model, features)
+        net.load_state_dict(self.state_dict())
+        net.eval()
+        return net
+
     def to_dict(self) -> dict[str, Any]:
         """What a manifest records of the weights."""
         recipe = self.card.get("recipe", {})

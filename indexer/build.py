@@ -64,6 +64,8 @@ from .store import (
 )
 
 if TYPE_CHECKING:
+    from musicidx.encoder.model import EmbeddingMemo
+
     from .distributed import RaySession
 
 #: ``progress(stage, done, total)``: stage is "features", "training" or "indexing".
@@ -426,6 +428,7 @@ def fit_index(
     faiss_kind: str | None = None,
     progress: Progress | None = None,
     ray: RaySession | None = None,
+    memo: EmbeddingMemo | None = None,
 ) -> tuple[IndexContents, FitReport]:
     """Get the encoder (trained on ``corpus``, fine-tuned from pretrained weights, or the
     pretrained weights as they are), calibrate the novelty threshold, index every track.
@@ -433,6 +436,8 @@ def fit_index(
     ``recipe`` (default :data:`~musicidx.encoder.recipe.DEFAULT_RECIPE`) says which; the keyword
     configs, when given, replace its parts.  Returns the index contents (not yet saved) and a
     report.  With ``ray``, the clips to index are embedded on that Ray cluster (training stays here).
+    ``memo``, for a frozen recipe only, embeds through the memo of that recipe's weights (an
+    evaluation re-fits many folds with them); a recipe that trains ignores it.
     """
     import torch
 
@@ -469,7 +474,7 @@ def fit_index(
     t0 = time.monotonic()
     every = stack_clips(corpus, np.arange(len(corpus.tracks)))
     # a frozen encoder calibrates on every clip, the very ones it indexes: embed them once
-    emb = embed(model, every.feats) if r.frozen and ray is None else None
+    emb = embed(memo if memo is not None else model, every.feats) if r.frozen and ray is None else None
     cal = _calibrate(model, r, tr, va, held_out, track_label, np.array(groups, dtype=object), n=len(composers), emb=emb)
     validated = val_idx if not r.frozen else tr_idx  # a frozen encoder validates every track
     largest, base_acc, base_bacc = majority_baseline(track_label[tr_idx], track_label[validated])
@@ -534,19 +539,16 @@ def _encoder(
     """The recipe's encoder and, when it starts from shipped weights, what the manifest records
     of them: the weights as they are (frozen), or trained on ``tr`` (from them or from scratch),
     through the cache of trained encoders."""
-    from musicidx.encoder.model import Encoder
     from musicidx.encoder.pretrained import load_pretrained
     from musicidx.encoder.train import TrainingData, TrainResult, train_encoder
 
     pre = None if r.encoder is None else load_pretrained(r.encoder)
-    start = None if pre is None else pre.state_dict()
-    if r.frozen and start is not None:
-        model = Encoder(r.model, corpus.feature_config)
-        model.load_state_dict(start)
-        model.eval()
+    if r.frozen and pre is not None:
+        model = pre.encoder(r.model, corpus.feature_config)
         if progress is not None:
             progress("training", 1, 1)
-        return TrainResult(model, 0, []), pre.to_dict() if pre is not None else None
+        return TrainResult(model, 0, []), pre.to_dict()
+    start = None if pre is None else pre.state_dict()
     cache = TrainedCache(corpus.cache_base)
     key = cache.key(corpus, r.model, r.train, r.k, None if pre is None else pre.sha256)
     result = cache.get(key, corpus.feature_config, r.model)

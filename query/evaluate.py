@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from musicidx.encoder.errors import MusicIdxError, install_hint
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
 from musicidx.encoder.render import ORCHESTRATIONS
 from musicidx.indexer.build import Corpus, Progress, TrackScores, fit_index, prepare_corpus, score_tracks, stack_clips
+
+if TYPE_CHECKING:
+    from musicidx.encoder.model import EmbeddingMemo
 
 
 class PlotError(MusicIdxError):
@@ -137,15 +140,28 @@ class EvalReport:
         return d
 
 
-def _fit(corpus: Corpus, train_idx: np.ndarray, *, recipe: Recipe) -> tuple[Any, float]:
-    """Build on ``train_idx`` exactly as ``musicidx build`` does; the encoder and its threshold."""
+def _fit(corpus: Corpus, train_idx: np.ndarray, *, recipe: Recipe, memo: EmbeddingMemo | None) -> tuple[Any, float]:
+    """Build on ``train_idx`` exactly as ``musicidx build`` does; the encoder and its threshold.
+    A frozen recipe's encoder is the same in every fold: ``memo`` holds it, and comes back."""
     from musicidx.encoder.model import Encoder
 
-    contents, fit = fit_index(corpus.subset(train_idx), recipe=recipe)
+    contents, fit = fit_index(corpus.subset(train_idx), recipe=recipe, memo=memo)
+    if memo is not None:
+        return memo, fit.threshold
     model = Encoder(recipe.model, corpus.feature_config)
     model.load_state_dict(contents.encoder_state)
     model.eval()
     return model, fit.threshold
+
+
+def _frozen_memo(recipe: Recipe, features: FeatureConfig) -> EmbeddingMemo | None:
+    """For a frozen recipe, its encoder as a memo that embeds each clip once per evaluation."""
+    from musicidx.encoder.model import EmbeddingMemo
+    from musicidx.encoder.pretrained import load_pretrained
+
+    if not recipe.frozen or recipe.encoder is None:
+        return None
+    return EmbeddingMemo(load_pretrained(recipe.encoder).encoder(recipe.model, features))
 
 
 def _score_views(
@@ -216,8 +232,9 @@ def _one_seed(
     thr_of_track = np.empty(0)
     per_fold: list[dict[str, Any]] = []
     plots: dict[str, Any] = {}
+    memo = _frozen_memo(recipe, corpus.feature_config)
     for f, (tr, te) in enumerate(fold_splits):
-        model, thr = _fit(corpus, tr, recipe=recipe)
+        model, thr = _fit(corpus, tr, recipe=recipe, memo=memo)
         scores = _score_views(model, corpus, tr, te, label, n_labels=n, k=k, orchestrations=orchestrations)
         truth = np.r_[truth, scores[ORIGINAL].truth]
         thr_of_track = np.r_[thr_of_track, np.full(len(te), thr)]
@@ -276,7 +293,7 @@ def _one_seed(
                 [corpus.tracks[i].composer for i in known], [works[i] for i in known], n_folds=folds, seed=fold_seed
             )
             tr, te = known[kf[0][0]], known[kf[0][1]]
-            model, thr = _fit(corpus, tr, recipe=recipe)
+            model, thr = _fit(corpus, tr, recipe=recipe, memo=memo)
             scores = _score_views(
                 model, corpus, tr, np.r_[te, unknown], label, n_labels=n, k=k, orchestrations=orchestrations
             )

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig
-from musicidx.encoder.model import Encoder, embed
+from musicidx.encoder.model import EmbeddingMemo, Encoder, embed
 
 
 @pytest.fixture
@@ -71,3 +71,22 @@ def test_embed_switches_to_eval_mode(encoder: Encoder, features: FeatureConfig, 
     a = embed(encoder, x)
     assert not encoder.training
     np.testing.assert_array_equal(a, embed(encoder, x))  # no dropout, frozen batch-norm statistics
+
+
+def test_embedding_memo_embeds_each_clip_once_and_answers_as_the_encoder(
+    encoder: Encoder, features: FeatureConfig, rng: np.random.Generator
+) -> None:
+    x = _cqt(rng, 6, features.frames_per_clip).numpy()
+    memo = EmbeddingMemo(encoder)
+    first = embed(memo, x[:4])
+    assert len(memo) == 4
+    np.testing.assert_allclose(first, embed(encoder, x[:4]), atol=1e-5)
+    # the same clips again, in another order and with repeats, plus two new ones
+    again = embed(memo, np.stack([x[5], x[2], x[2], x[0], x[4]]))
+    assert len(memo) == 6
+    np.testing.assert_array_equal(again[1], first[2])
+    np.testing.assert_array_equal(again[2], first[2])
+    np.testing.assert_array_equal(again[3], first[0])
+    np.testing.assert_allclose(again[[0, 4]], embed(encoder, x[[5, 4]]), atol=1e-5)
+    empty = embed(memo, np.zeros((0, 84, features.frames_per_clip), np.float32))
+    assert empty.shape == (0, 32) and empty.dtype == np.float32
