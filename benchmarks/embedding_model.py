@@ -1,8 +1,9 @@
 """Generators of synthetic clip embeddings fitted to the embeddings of a real musicidx index.
 
-    python benchmarks/embedding_model.py --index /work/faiss-real-idx [--components 2 4 8 16 32]
+    python benchmarks/embedding_model.py --index /work/faiss-real-idx [--components 2 4 8 16 32] [--suffix S]
 
-writes ``benchmarks/data/embedding_gmm.npz`` and ``benchmarks/data/embedding_local.npz``.
+writes ``benchmarks/data/embedding_gmm{S}.npz`` and ``benchmarks/data/embedding_local{S}.npz`` (``--suffix``
+names a model of another index's embeddings, e.g. ``-pretrained`` for the frozen pretrained encoder's).
 
 Real embeddings are far from isotropic: those of the challenge index (1,552 clips of 194 tracks)
 put 95 % of their variance in 4 of the 128 dimensions and 99 % in 24, with a long tail of tiny
@@ -45,6 +46,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 GMM_MODEL = HERE / "data" / "embedding_gmm.npz"
 LOCAL_MODEL = HERE / "data" / "embedding_local.npz"
+
+
+def model_paths(suffix: str = "") -> tuple[Path, Path]:
+    """The gmm and local model files of the embeddings named by ``suffix`` ("": the first index's)."""
+    return GMM_MODEL.with_name(f"embedding_gmm{suffix}.npz"), LOCAL_MODEL.with_name(f"embedding_local{suffix}.npz")
 
 
 def index_vectors(index_dir: Path) -> np.ndarray:
@@ -163,7 +169,9 @@ def main() -> None:
     ap.add_argument("--index", type=Path, required=True, help="a musicidx index directory")
     ap.add_argument("--components", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--head-dims", type=int, default=24)
+    ap.add_argument("--suffix", default="", help="written as embedding_{gmm,local}SUFFIX.npz")
     args = ap.parse_args()
+    gmm_path, local_path = model_paths(args.suffix)
 
     x = index_vectors(args.index)
     best = None
@@ -181,10 +189,10 @@ def main() -> None:
         )
     )
     print(json.dumps({"local": describe(sample(local, len(x), np.random.default_rng(1)))}))
-    GMM_MODEL.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(GMM_MODEL, **best)
-    np.savez_compressed(LOCAL_MODEL, **local)
-    print(f"wrote {GMM_MODEL} and {LOCAL_MODEL}")
+    gmm_path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(gmm_path, **best)
+    np.savez_compressed(local_path, **local)
+    print(f"wrote {gmm_path} and {local_path}")
 
 
 if __name__ == "__main__":

@@ -73,11 +73,11 @@ K = 10
 class Source:
     """Seeded, chunked, re-drawable vectors of one kind."""
 
-    def __init__(self, kind: str, seed: int, chunk: int) -> None:
+    def __init__(self, kind: str, seed: int, chunk: int, suffix: str = "") -> None:
         self.kind, self.seed, self.chunk = kind, seed, chunk
         if kind in ("local", "gmm"):
-            path = embedding_model.LOCAL_MODEL if kind == "local" else embedding_model.GMM_MODEL
-            self.model = embedding_model.load(path)
+            gmm, local = embedding_model.model_paths(suffix)
+            self.model = embedding_model.load(local if kind == "local" else gmm)
         else:
             rng = np.random.default_rng(0)
             c = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
@@ -112,7 +112,7 @@ def single_queries(index: Any, queries: np.ndarray, truth: np.ndarray, warm_up: 
 def build(args: argparse.Namespace, factory: str) -> Path:
     """Build one index, write it and its queries and truth under ``--workdir``; returns the folder."""
     threads = faiss.omp_get_max_threads()
-    src = Source(args.data, args.seed, args.chunk)
+    src = Source(args.data, args.seed, args.chunk, args.model_suffix)
     n = args.n
     recipe = ivfpq_recipe(DIM, n)
     queries = src.queries(args.queries)
@@ -256,6 +256,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--data", choices=["local", "gmm", "isotropic"], default="local")
+    ap.add_argument("--model-suffix", default="", help="the embedding model embedding_model.py --suffix wrote")
     ap.add_argument("--factory", nargs="+", help="faiss index_factory strings [musicidx's IVF-PQ recipe for n]")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=250_000)

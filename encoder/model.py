@@ -149,6 +149,16 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (batch, n_bins, frames) log-CQT -> (batch, embedding_dim), unit norm."""
+        return self.project(self.dropout(self.pooled(x)))
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The last layer: pooled features (:meth:`pooled`) -> unit-norm embeddings.  A recipe with
+        ``head = true`` retrains only this layer (``head`` and ``neck``) on the user's folder."""
+        return F.normalize(self.neck(self.head(h)), dim=1)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (batch, n_bins, frames) log-CQT -> (batch, width): the CNN's feature map pooled
+        over frequency and time (mean and max), beside the note statistics."""
         if x.dim() != 3:
             raise ValueError(f"expected (batch, bins, frames), got shape {tuple(x.shape)}")
         stats = (
@@ -166,7 +176,7 @@ class Encoder(nn.Module):
         h = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
         if stats is not None:
             h = torch.cat([h, stats], dim=1)
-        return F.normalize(self.neck(self.head(self.dropout(h))), dim=1)
+        return h
 
 
 class EmbeddingMemo:

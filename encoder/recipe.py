@@ -2,13 +2,14 @@
 
 A :class:`Recipe` holds the feature, model and training configs, ``k``, the acceptance rate of the
 novelty threshold, the FAISS kind, and the pretrained encoder the model starts from (with whether
-``build`` fine-tunes it or keeps it frozen). :data:`DEFAULT_RECIPE` is the one default of
+``build`` fine-tunes it, retrains its last layer, or keeps it frozen). :data:`DEFAULT_RECIPE` is the one default of
 ``musicidx build`` and ``eval``; a recipe file (TOML or JSON, ``build --recipe FILE``) changes
 only what it names::
 
     k = 10
     encoder = "m21-lieder-small-v1"   # shipped weights (encoder/weights/); omit: train in build
-    finetune = false
+    finetune = false                  # true: train the whole encoder on the folder
+    head = false                      # true: retrain only its last layer on the folder
     [features]
     render_program = 0
     [train]
@@ -51,14 +52,16 @@ class Recipe:
     faiss: str = "auto"
     encoder: str | None = None  # shipped pretrained weights to start from; None: trained in build
     finetune: bool = False  # with ``encoder``: train on the folder from the weights (else frozen)
+    head: bool = False  # with ``encoder``: retrain only its last layer on the folder, the rest frozen
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int):
             raise RecipeError(f"k must be a whole number, got {self.k!r}")
         if isinstance(self.accept_rate, bool) or not isinstance(self.accept_rate, int | float):
             raise RecipeError(f"accept_rate must be a number, got {self.accept_rate!r}")
-        if not isinstance(self.finetune, bool):
-            raise RecipeError(f"finetune must be true or false, got {self.finetune!r}")
+        for name in ("finetune", "head"):
+            if not isinstance(getattr(self, name), bool):
+                raise RecipeError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.encoder is not None and not isinstance(self.encoder, str):
             raise RecipeError(f"encoder must be the name of shipped weights or a .pt path, got {self.encoder!r}")
         if not 1 <= self.k <= 1000:
@@ -67,13 +70,16 @@ class Recipe:
             raise RecipeError(f"accept_rate must be in (0, 1], got {self.accept_rate}")
         if self.faiss not in FAISS_KINDS:
             raise RecipeError(f"faiss must be one of {', '.join(FAISS_KINDS)}, got {self.faiss!r}")
-        if self.finetune and self.encoder is None:
-            raise RecipeError("finetune needs an encoder (the pretrained weights to start from)")
+        if (self.finetune or self.head) and self.encoder is None:
+            name = "finetune" if self.finetune else "head"
+            raise RecipeError(f"{name} needs an encoder (the pretrained weights to start from)")
+        if self.finetune and self.head:
+            raise RecipeError("finetune (train the whole encoder) and head (only its last layer) exclude each other")
 
     @property
     def frozen(self) -> bool:
         """The encoder is used as shipped: ``build`` trains nothing."""
-        return self.encoder is not None and not self.finetune
+        return self.encoder is not None and not self.finetune and not self.head
 
     def check_encoder(self) -> None:
         """With ``encoder``: the weights exist, and the model and CQT match the ones they learned."""
@@ -111,7 +117,7 @@ class Recipe:
                     changes[key] = kind.from_dict(merged)
         except (ConfigMismatchError, TypeError, ValueError) as e:
             raise RecipeError(f"invalid recipe: {e}") from e
-        for key in ("k", "accept_rate", "faiss", "encoder", "finetune"):
+        for key in ("k", "accept_rate", "faiss", "encoder", "finetune", "head"):
             if key in data:
                 changes[key] = data[key]
         return dataclasses.replace(base, **changes)

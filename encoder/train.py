@@ -236,3 +236,56 @@ def train_encoder(
         best_epoch = tc.epochs
     model.eval()
     return TrainResult(model, best_epoch, history)
+
+
+def train_head(
+    model: Encoder,
+    train: TrainingData,
+    *,
+    train_config: TrainConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Retrain only the last layer of a pretrained ``model`` (a copy; :meth:`Encoder.project`)
+    with the triplet loss on ``train``, the rest frozen as shipped.
+
+    Every clip's pooled features are computed once, whole (no crops, no transposition: the frozen
+    layers give them the invariances they learned), so this takes seconds. The last layer starts
+    from the pretrained one and trains for ``epochs x batches_per_epoch`` P x K batches; there is
+    no best-epoch pick (nothing is held out here; the build validates the result)."""
+    tc = train_config
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    model = copy.deepcopy(model).eval()
+    with torch.inference_mode():
+        x = torch.as_tensor(np.asarray(train.feats), dtype=torch.float32)
+        pooled = torch.cat([model.pooled(x[i : i + 64]) for i in range(0, len(x), 64)]) if len(x) else x
+    pooled = pooled.clone()  # out of inference mode, so that autograd may use it
+    for p in model.parameters():
+        p.requires_grad_(False)
+    last = [*model.head.parameters(), *model.neck.parameters()]
+    for p in last:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(last, lr=tc.lr, weight_decay=tc.weight_decay)
+    sampler = PKSampler(train.label, train.track, tc.clips_per_composer, rng)
+    labels_t = torch.from_numpy(np.asarray(train.label, dtype=np.int64))
+    history: list[EpochStats] = []
+    for epoch in range(1, tc.epochs + 1):
+        model.neck.train(), model.dropout.train()
+        losses, active = [], []
+        for _ in range(tc.batches_per_epoch):
+            idx = torch.from_numpy(sampler.batch())
+            emb = model.project(model.dropout(pooled[idx]))
+            loss, act = triplet_loss(emb, labels_t[idx], margin=tc.margin, mining=tc.mining)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            active.append(act)
+        stats = EpochStats(epoch, float(np.mean(losses)), float(np.mean(active)), None, None)
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return TrainResult(model, tc.epochs, history)

@@ -520,7 +520,7 @@ def fit_index(
         baseline=baseline,
         single_work_composers=single,
         warnings=warnings,
-        encoder=None if pretrained is None else {**pretrained, "finetuned": r.finetune},
+        encoder=None if pretrained is None else {**pretrained, "finetuned": r.finetune, "head": r.head},
         uncalibrated_reason=shortfall,
     )
     ids = val_idx if len(val_idx) else tr_idx
@@ -537,14 +537,19 @@ def _encoder(
     progress: Progress | None,
 ) -> tuple[Any, dict[str, Any] | None]:
     """The recipe's encoder and, when it starts from shipped weights, what the manifest records
-    of them: the weights as they are (frozen), or trained on ``tr`` (from them or from scratch),
-    through the cache of trained encoders."""
+    of them: the weights as they are (frozen), with their last layer retrained on ``tr`` (head;
+    seconds, so not cached), or trained on ``tr`` (from them or from scratch) through the cache of
+    trained encoders."""
     from musicidx.encoder.pretrained import load_pretrained
-    from musicidx.encoder.train import TrainingData, TrainResult, train_encoder
+    from musicidx.encoder.train import TrainingData, TrainResult, train_encoder, train_head
 
     pre = None if r.encoder is None else load_pretrained(r.encoder)
-    if r.frozen and pre is not None:
+    if (r.frozen or r.head) and pre is not None:
         model = pre.encoder(r.model, corpus.feature_config)
+        if r.head:
+            data = TrainingData(tr.feats, track_label[tr.track], tr.track)
+            on_epoch = None if progress is None else (lambda s: progress("training", s.epoch, r.train.epochs))
+            return train_head(model, data, train_config=r.train, on_epoch=on_epoch), pre.to_dict()
         if progress is not None:
             progress("training", 1, 1)
         return TrainResult(model, 0, []), pre.to_dict()

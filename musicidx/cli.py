@@ -630,7 +630,7 @@ def _render_build(r: Any) -> str:
         f"balanced accuracy {_fmt(f.val_balanced_accuracy)}"
         + (
             " (each against the other works)"
-            if f.encoder and not f.encoder.get("finetuned")
+            if f.encoder and not f.encoder.get("finetuned") and not f.encoder.get("head")
             else f" (best epoch {f.best_epoch})"
         ),
         f"baseline     always answering {f.baseline['composer']} (most tracks) would score accuracy "
@@ -831,7 +831,13 @@ def _encoder_origin(e: dict[str, Any] | None) -> str:
     """Where an index's encoder came from, in words (indexes before the recipe say nothing)."""
     if not e or e.get("name") is None:
         return "trained in the build"
-    how = "fine-tuned in the build" if e.get("finetuned") else "frozen"
+    how = (
+        "fine-tuned in the build"
+        if e.get("finetuned")
+        else "last layer retrained in the build"
+        if e.get("head")
+        else "frozen"
+    )
     return f"pretrained {e['name']} (sha256 {e['sha256'][:12]}...), {how}"
 
 

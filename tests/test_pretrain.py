@@ -152,3 +152,16 @@ def test_pretrain_resumes_to_the_same_weights_and_a_frozen_build_uses_them(tmp_p
         answers.append(Searcher(tmp_path / f"idx{threads}").query(asked).to_dict())
     assert answers[0]["composer"] == answers[1]["composer"] and answers[0]["is_new"] == answers[1]["is_new"]
     assert answers[0]["novelty"] == pytest.approx(answers[1]["novelty"], abs=1e-5)
+
+    # head = true: only the last layer is retrained in build, and the manifest says so
+    from musicidx.encoder.config import TrainConfig
+
+    head = recipe.replace(head=True, train=TrainConfig(epochs=2, batches_per_epoch=3, clips_per_composer=2))
+    report = build_index(corpus_dir, out=tmp_path / "idx-head", recipe=head, workers=1)
+    assert [h["epoch"] for h in report.fit.history] == [1, 2]
+    m = load_index(tmp_path / "idx-head").manifest
+    assert m["encoder"]["head"] is True and m["encoder"]["finetuned"] is False and m["recipe"]["head"] is True
+    trained = load_index(tmp_path / "idx-head").encoder_state
+    shipped = torch.load(straight.weights, weights_only=True)
+    changed = {k for k in shipped if not torch.equal(shipped[k], trained[k])}
+    assert changed and all(k.startswith(("head.", "neck.")) for k in changed)

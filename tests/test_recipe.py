@@ -47,6 +47,9 @@ def test_a_file_changes_only_what_it_names(tmp_path: Path) -> None:
         ("k = [\n", "not valid TOML"),
         ("k = '5'\n", "k must be a whole number"),
         ("finetune = 'no'\n", "finetune must be true or false"),
+        ("head = true\n", "head needs an encoder"),
+        ("head = 1\n", "head must be true or false"),
+        ("encoder = 'm21-lieder-small-v1'\nfinetune = true\nhead = true\n", "exclude each other"),
     ],
 )
 def test_bad_recipes_are_refused_naming_the_file(tmp_path: Path, text: str, match: str) -> None:

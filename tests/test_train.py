@@ -15,6 +15,7 @@ from musicidx.encoder.train import (
     pairwise_distances,
     passage_loss,
     train_encoder,
+    train_head,
     triplet_loss,
 )
 
@@ -282,3 +283,39 @@ def test_the_note_statistics_branch_is_transposition_invariant_and_trains(
         emb = result.model(x.expand(3, -1, -1).clone())
     assert emb.shape == (3, 8)
     np.testing.assert_allclose(emb.norm(dim=1).numpy(), 1.0, rtol=1e-5)
+
+
+def test_train_head_retrains_only_the_last_layer_deterministically(
+    rng: np.random.Generator, features: FeatureConfig
+) -> None:
+    from musicidx.encoder.model import Encoder, embed
+
+    data = _random_cqt(rng, features)
+    torch.manual_seed(1)
+    start = Encoder(TINY_MODEL, features).eval()
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    tc = TrainConfig(epochs=3, batches_per_epoch=4, clips_per_composer=2, lr=0.05, seed=3)
+    seen: list = []
+    a = train_head(start, data, train_config=tc, on_epoch=seen.append)
+    b = train_head(start, data, train_config=tc)
+    assert [s.epoch for s in seen] == [1, 2, 3] and a.best_epoch == 3 and not a.model.training
+    for k, v in start.state_dict().items():  # the pretrained model itself is left alone
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    after = a.model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.startswith(("head.", "neck.")) for k in changed)
+    assert "head.weight" in changed
+    for k, v in after.items():
+        torch.testing.assert_close(v, b.model.state_dict()[k], rtol=0, atol=0)
+    assert all(p.requires_grad for p in a.model.parameters())
+    emb = embed(a.model, data.feats)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+
+
+def test_forward_is_the_last_layer_over_the_pooled_features(rng: np.random.Generator, features: FeatureConfig) -> None:
+    from musicidx.encoder.model import Encoder
+
+    model = Encoder(TINY_MODEL, features).eval()
+    x = torch.from_numpy(_random_cqt(rng, features).feats[:5])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.project(model.pooled(x)), rtol=0, atol=0)
