@@ -102,7 +102,7 @@ def main() -> None:
         "warm_build_median_s": statistics.median(warm),
     }
     if args.seed_style:
-        from musicidx.encoder.render import find_soundfont
+        from musicidx.encoder.soundfont import find_soundfont
 
         sf = str(find_soundfont().path)
         wall, n = seed_style(args.corpus, sf)

@@ -86,7 +86,7 @@ def main() -> None:
         print(json.dumps(p, indent=1))
         return
 
-    from musicidx.encoder.render import file_sha256
+    from musicidx.encoder.fingerprints import file_sha256
     from musicidx.encoder.scores import export_key, export_many, music21_version
 
     began = time.monotonic()

@@ -22,7 +22,7 @@ of a training track.  Only one file per piece is taken when music21 has it in se
 (folk-song books, refused by the exporter) are not pieces.
 
 Each piece is written by the project's exporter, :func:`musicidx.encoder.scores.export_score` (which
-silences music21 and refuses an export that :func:`~musicidx.encoder.render.load_midi` would
+silences music21 and refuses an export that :func:`~musicidx.encoder.midi.load_midi` would
 reject), in a worker process with a per-piece wall-time limit (``--timeout``; a full quartet
 takes 16-41 s); failures and time-outs are skipped and listed.  File names follow the demo's
 rule (``opus59no3_OPUS59NO3_2_movement2.mid``), so :func:`musicidx.indexer.corpus.work_of` keeps
@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--train-dir", type=Path, default=TRAIN, help="works found here are left out (catalogue id match)")
     args = ap.parse_args()
 
-    from musicidx.encoder.render import file_sha256
+    from musicidx.encoder.fingerprints import file_sha256
     from musicidx.encoder.scores import export_key, music21_version
 
     began = time.monotonic()

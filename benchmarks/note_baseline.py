@@ -10,7 +10,7 @@ irrelevant to it (re-orchestrating a track changes programs, not notes: its vect
 answer, stays the same).
 
 Features (``note_features``; 56 numbers per track; drum tracks excluded; each file parsed once
-with :func:`musicidx.encoder.render.load_midi`, so the project's safety limits apply and the
+with :func:`musicidx.encoder.midi.load_midi`, so the project's safety limits apply and the
 files it refuses are skipped and listed):
 
 * key-normalised pitch-class histogram (12): the duration-weighted pitch-class histogram is
@@ -187,7 +187,7 @@ def load_folder(midi_dir: Path, cache: dict[Path, np.ndarray | str]) -> tuple[li
     """Tracks of a labelled folder that parse, their vectors, and the skipped files with the
     reason.  ``cache`` keeps each file's vector (or refusal) so a file is parsed once per run."""
     from musicidx.encoder.errors import MusicIdxError
-    from musicidx.encoder.render import load_midi
+    from musicidx.encoder.midi import load_midi
     from musicidx.indexer.corpus import scan_corpus
 
     tracks, rows, skipped = [], [], []

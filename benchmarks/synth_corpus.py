@@ -46,7 +46,7 @@ def sources(roots: list[Path]) -> list[tuple[str, Path]]:
 @functools.cache
 def _load(src: Path) -> object:
     """The piece as musicidx reads it (files with absurd tick counts re-timed, limits checked)."""
-    from musicidx.encoder.render import load_midi
+    from musicidx.encoder.midi import load_midi
 
     return load_midi(src)
 

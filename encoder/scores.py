@@ -6,7 +6,7 @@ optional dependency; nothing here imports it before a function needs it.
 
 * :func:`export_score` parses one piece -- a music21 corpus path such as
   ``"bach/bwv66.6.mxl"`` or a file on disk -- and writes it as MIDI atomically, refusing an
-  export :func:`~musicidx.encoder.render.load_midi` would reject;
+  export :func:`~musicidx.encoder.midi.load_midi` would reject;
 * :func:`export_many` runs many exports in worker processes with a wall-time limit per piece
   (a quartet movement takes 16-41 s, a broken score can hang): a piece over its time is
   skipped with its reason and its worker replaced.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DependencyError, MusicIdxError, install_hint
-from .render import load_midi
+from .midi import load_midi
 
 #: Bump when the export itself changes (how a score becomes a MIDI file): every export is redone.
 EXPORT_VERSION = 1

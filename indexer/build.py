@@ -32,7 +32,7 @@ import pyarrow as pa
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
-from musicidx.encoder.render import SoundFont, find_soundfont
+from musicidx.encoder.soundfont import SoundFont, find_soundfont
 
 from .corpus import CorpusError, Track, check_corpus_folder, scan_corpus
 from .features import FEATURES_VERSION, TrackFeatures, extract_many

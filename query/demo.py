@@ -33,7 +33,7 @@ from typing import Any
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import MusicIdxError
-from musicidx.encoder.render import file_sha256
+from musicidx.encoder.fingerprints import file_sha256
 from musicidx.encoder.scores import (
     EXPORT_VERSION,
     ScoreError,

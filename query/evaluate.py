@@ -8,7 +8,7 @@ of the training works cannot carry it.
 * Open set: leave one composer out; build on the held-in folds of the others, score their
   held-out works (known) and every track of the left-out composer (unknown).
 * Re-orchestration: every held-out track is also rendered in other orchestrations
-  (:data:`~musicidx.encoder.render.ORCHESTRATIONS`: all piano, strings by register, winds by
+  (:data:`~musicidx.encoder.orchestration.ORCHESTRATIONS`: all piano, strings by register, winds by
   register, a seeded random GM mapping) and asked again of the same fold's index: accuracy per
   orchestration, the agreement across them, how far novelty moves; open-set AUROC per orchestration.
 * Seeds: the folds stay fixed (``seed``); the whole evaluation runs once per training seed and
@@ -37,8 +37,8 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.errors import MusicIdxError, install_hint
+from musicidx.encoder.orchestration import ORCHESTRATIONS
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
-from musicidx.encoder.render import ORCHESTRATIONS
 from musicidx.indexer.build import Corpus, Progress, TrackScores, fit_index, prepare_corpus, score_tracks, stack_clips
 
 

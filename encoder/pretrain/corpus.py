@@ -199,7 +199,7 @@ def export_corpus(
 ) -> tuple[list[tuple[Piece, str]], dict[str, str]]:
     """Export every piece not yet in ``WORK/pieces.json`` (or whose file changed); returns the
     exported pieces with their MIDI files' sha256, and the reason of every piece skipped."""
-    from ..render import file_sha256
+    from ..fingerprints import file_sha256
     from ..scores import export_key, export_many, music21_version
 
     m21 = music21_version()
