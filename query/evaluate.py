@@ -41,25 +41,11 @@ from musicidx.encoder.orchestration import ORCHESTRATIONS
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
 from musicidx.indexer.build import Corpus, Progress, TrackScores, fit_index, prepare_corpus, score_tracks, stack_clips
 
+from .splits import grouped_folds
+
 
 class PlotError(MusicIdxError):
     """Plots were asked for but matplotlib is missing."""
-
-
-def grouped_folds(
-    composers: list[str], works: list[str], *, n_folds: int, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) track indices: works never straddle a split, composers stratified."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    for c in sorted(set(composers)):
-        n_works = len({w for w, k in zip(works, composers) if k == c})
-        if n_works < n_folds:
-            raise MusicIdxError(
-                f"composer {c} has {n_works} work(s); grouped {n_folds}-fold CV needs {n_folds} (use --folds)"
-            )
-    sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return [(np.sort(a), np.sort(b)) for a, b in sgkf.split(np.zeros(len(composers)), composers, works)]
 
 
 def open_set_metrics(
