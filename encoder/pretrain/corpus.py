@@ -43,7 +43,7 @@ class Piece:
 
 
 def load_heldout() -> dict[str, Any]:
-    """The shipped hold-out list (see ``benchmarks/heldout_list.py``)."""
+    """The shipped hold-out list (see ``benchmarks/data/heldout_list.py``)."""
     try:
         text = resources.files(__package__ or "musicidx.encoder.pretrain").joinpath("heldout.json").read_text()
         data: dict[str, Any] = json.loads(text)

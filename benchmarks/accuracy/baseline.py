@@ -1,7 +1,7 @@
 """The closed-set and open-set baseline the encoder must beat: CQT and chroma statistics per
 track, a logistic regression (closed set) and k-th-nearest-track distance (open set).
 
-    python benchmarks/baseline.py [MIDI_DIR] [--folds 5] [--seed 0] [--k 5] [--json-out baseline.json]
+    python -m benchmarks.accuracy.baseline [MIDI_DIR] [--folds 5] [--seed 0] [--k 5] [--json-out baseline.json]
 
 Features: each track's cached clip features from ``prepare_corpus`` (the same log-CQT clips the
 encoder sees; default cache ``$XDG_CACHE_HOME/musicidx``). Per clip: the mean and standard
@@ -11,12 +11,13 @@ normalised per frame to sum 1, then mean and standard deviation over frames of e
 class. 84 + 84 + 12 + 12 = 192 numbers per clip; a track is the mean of its clips' vectors.
 
 Closed set: ``StandardScaler`` + ``LogisticRegression``, with ``class_weight="balanced"`` and
-without, on :func:`composer_work_folds` (grouped by work, stratified by composer; the very folds
-``musicidx eval`` uses, which the script checks). Out-of-fold predictions of every track give
+without, on :func:`musicidx.query.splits.grouped_folds` (grouped by work, stratified by composer:
+the folds ``musicidx eval`` uses). Out-of-fold predictions of every track give
 accuracy, balanced accuracy, macro-F1, per-composer recall and the confusion matrix.
 
-Open set: :func:`leave_one_composer_out` — for each composer, the other composers' tracks are
-split with the same fold function and the first fold held out; the training tracks (scaled by a
+Open set: :func:`musicidx.query.splits.leave_one_composer_out` — for each composer, the other
+composers' tracks are split with the same fold function and the first fold held out (``musicidx
+eval``'s open set); the training tracks (scaled by a
 ``StandardScaler`` fitted on them) are the reference set. Novelty of a query track = Euclidean
 distance of its standardised vector to its k-th nearest reference track. Known = the held-out
 tracks of the other composers, unknown = every track of the left-out composer. AUROC (unknown
@@ -31,49 +32,29 @@ import argparse
 import json
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parent.parent / "shared" / "data" / "musicians"
+from benchmarks.paths import TRAINING_CORPUS
+from musicidx.query.splits import grouped_folds, leave_one_composer_out
+
 LOG_FLOOR = 1e-4  # encoder/frontend.py: log-CQT = log(magnitude + 1e-4)
 
 
-# ----------------------------------------------------------------------------- folds
+# ----------------------------------------------------------------------------- splits
 
 
-def composer_work_folds(
-    composers: Sequence[str], groups: Sequence[str], *, n_splits: int = 5, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Closed-set CV folds: ``(train, test)`` track indices, sorted. ``StratifiedGroupKFold``
-    (``n_splits``, ``shuffle=True``, ``random_state=seed``) stratified by composer and grouped
-    by ``groups`` (a track's ``group``, i.e. ``composer/work``: movements of one work never
-    straddle train and test). Identical to ``musicidx.query.evaluate.grouped_folds``."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    x = np.zeros(len(composers))
-    return [(np.sort(a), np.sort(b)) for a, b in sgkf.split(x, np.asarray(composers), np.asarray(groups))]
-
-
-def leave_one_composer_out(
-    composers: Sequence[str], groups: Sequence[str], *, n_splits: int = 5, seed: int = 0
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Open-set splits: for each composer ``c``, ``(reference, known_test, unknown)`` track
-    indices. The other composers' tracks are split by :func:`composer_work_folds` and its
-    first fold is held out (``known_test``); the rest is the reference set; ``unknown`` is every
-    track of ``c``. The same construction as ``musicidx eval``'s open set."""
-    y = np.asarray(composers)
-    g = np.asarray(groups)
-    out = {}
-    for c in sorted(set(composers)):
-        known, unknown = np.flatnonzero(y != c), np.flatnonzero(y == c)
-        tr, te = composer_work_folds(y[known], g[known], n_splits=n_splits, seed=seed)[0]
-        out[c] = (known[tr], known[te], unknown)
-    return out
+def eval_splits(
+    composers: list[str], groups: list[str], *, n_folds: int, seed: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """``musicidx eval``'s closed-set folds and open-set splits of these tracks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # StratifiedGroupKFold: "least populated class"
+        folds = grouped_folds(composers, groups, n_folds=n_folds, seed=seed)
+        splits = leave_one_composer_out(composers, groups, n_folds=n_folds, seed=seed)
+    return folds, splits
 
 
 # ----------------------------------------------------------------------------- features
@@ -207,10 +188,7 @@ def fold_seed_spread(
     the luck of the split alone (the minority composers have 17-25 tracks)."""
     runs: dict[str, list[float]] = {}
     for seed in range(args.spread):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            folds = composer_work_folds(composers, groups, n_splits=args.folds, seed=seed)
-            splits = leave_one_composer_out(composers, groups, n_splits=args.folds, seed=seed)
+        folds, splits = eval_splits(composers, groups, n_folds=args.folds, seed=seed)
         for balanced in (True, False):
             r = closed_set(x, y, folds, names, balanced, args.seed)
             tag = "balanced" if balanced else "none"
@@ -232,7 +210,7 @@ def fold_seed_spread(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("midi_dir", nargs="?", type=Path, default=CORPUS)
+    ap.add_argument("midi_dir", nargs="?", type=Path, default=TRAINING_CORPUS, help=f"[{TRAINING_CORPUS}]")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=5, help="open set: novelty = distance to the k-th nearest track")
@@ -243,7 +221,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from musicidx.indexer.build import prepare_corpus
-    from musicidx.query.evaluate import grouped_folds
 
     began = time.monotonic()
     corpus = prepare_corpus(args.midi_dir, cache_dir=True)
@@ -253,24 +230,13 @@ def main() -> None:
     groups = [t.group for t in corpus.tracks]
     y = np.array([names.index(c) for c in composers])
     x = track_vectors(corpus)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # StratifiedGroupKFold: "least populated class"
-        folds = composer_work_folds(composers, groups, n_splits=args.folds, seed=args.seed)
-        same = all(
-            np.array_equal(a, c) and np.array_equal(b, d)
-            for (a, b), (c, d) in zip(folds, grouped_folds(composers, groups, n_folds=args.folds, seed=args.seed))
-        )
-        splits = leave_one_composer_out(composers, groups, n_splits=args.folds, seed=args.seed)
-
+    folds, splits = eval_splits(composers, groups, n_folds=args.folds, seed=args.seed)
     print(
         f"{len(corpus.tracks)} tracks ({', '.join(f'{n} {composers.count(n)}' for n in names)}), "
         f"{len(set(groups))} works, {len(corpus.skipped)} skipped; features loaded in {load_s:.1f} s "
         f"({corpus.cached_tracks} from the cache); {x.shape[1]} numbers per track"
     )
-    print(
-        f"{args.folds} folds, test tracks per fold {[len(te) for _, te in folds]}; "
-        f"identical to musicidx eval's folds: {same}"
-    )
+    print(f"{args.folds} folds (musicidx eval's), test tracks per fold {[len(te) for _, te in folds]}")
     closed = [closed_set(x, y, folds, names, balanced, args.seed) for balanced in (True, False)]
     for r in closed:
         print_closed(r, names)
@@ -304,7 +270,7 @@ def main() -> None:
                 "n_splits": args.folds,
                 "seed": args.seed,
                 "test_tracks": [int(len(te)) for _, te in folds],
-                "same_as_musicidx_eval": same,
+                "same_as_musicidx_eval": True,  # the same function, musicidx.query.splits.grouped_folds
             },
             "closed": {r["class_weight"] or "none": r for r in closed},
             "open": opened,

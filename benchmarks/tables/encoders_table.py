@@ -1,7 +1,8 @@
-"""Print ``benchmarks/results/encoders.jsonl`` (``encoder_eval.py``) as the table in BENCHMARKS.md,
-the note-statistics peer (``note_baseline.py``, one results file per cross-corpus set) first.
+"""Print ``benchmarks/results/encoders.jsonl`` (``accuracy.encoder_eval``) as the table in
+BENCHMARKS.md, the note-statistics peer (``accuracy.note_baseline``, one results file per
+cross-corpus set) first.
 
-    python benchmarks/encoders_table.py [--peer m21=results/note_baseline.json ...]
+    python -m benchmarks.tables.encoders_table [--peer m21=benchmarks/results/note_baseline_m21.json ...]
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from benchmarks.paths import RESULTS
+
 VIEWS = ("original", "piano", "strings", "winds", "random")
 SETS = ("m21", "lieder")
 
@@ -64,9 +66,11 @@ def peer_row(peers: dict[str, Path]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peer", action="append", default=[], metavar="SET=FILE")
+    ap.add_argument(
+        "--peer", action="append", default=[], metavar="SET=FILE", help="accuracy.note_baseline's --json-out for a set"
+    )
     a = ap.parse_args()
-    peers = {p.split("=", 1)[0]: HERE / p.split("=", 1)[1] for p in a.peer}
+    peers = {p.split("=", 1)[0]: Path(p.split("=", 1)[1]) for p in a.peer}
     head = (
         "| variant | seeds | CV bal. acc. as written | piano | strings | winds | random GM | agreement | LOCO AUROC "
         + "".join(
@@ -79,7 +83,7 @@ def main() -> None:
     print("|" + "---|" * (head.count("|") - 1))
     if peers:
         print(peer_row(peers))
-    for r in merged_rows(HERE / "results" / "encoders.jsonl"):
+    for r in merged_rows(RESULTS / "encoders.jsonl"):
         s = r.get("eval", {}).get("summary")
         print(
             f"| {r['variant']} | {r['seeds']} | "

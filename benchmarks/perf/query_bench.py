@@ -1,6 +1,6 @@
 """`musicidx query one.mid` as a whole process, and `musicidx score` of a folder.
 
-    python benchmarks/query_bench.py --index idx [--file one.mid] [--folder ../shared/data/test] [--repeats 5]
+    python -m benchmarks.perf.query_bench --index idx [--file one.mid] [--folder ../shared/data/test] [--repeats 5]
 
 Both are timed as a user sees them after `musicidx build`: a fresh process each time (imports,
 index and encoder loading, rendering, CQT, embedding, search) with the cache the build left
@@ -20,9 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "data"
-
+from benchmarks.paths import TEST_FOLDER, TRAINING_CORPUS
 
 COLD = False
 
@@ -41,10 +39,8 @@ def run(cmd: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument(
-        "--file", type=Path, default=SHARED / "musicians" / "Bach" / "Cello Suite 3_BWV1009_2217_cs3-1pre.mid"
-    )
-    ap.add_argument("--folder", type=Path, default=SHARED / "test")
+    ap.add_argument("--file", type=Path, default=TRAINING_CORPUS / "Bach" / "Cello Suite 3_BWV1009_2217_cs3-1pre.mid")
+    ap.add_argument("--folder", type=Path, default=TEST_FOLDER)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cold", action="store_true", help="an empty cache for every run")
     ap.add_argument("--json-out", type=Path)

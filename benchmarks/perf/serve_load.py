@@ -1,10 +1,10 @@
 """A bounded load test of `musicidx serve` on loopback; it starts and stops the server itself.
 
-    python benchmarks/serve_load.py --index IDX [--modes steady,garbage,swap,overload,memory]
-                                    [--requests 300] [--memory-requests 2000] [--json-out FILE]
+    python -m benchmarks.perf.serve_load --index IDX [--modes steady,garbage,swap,overload,memory]
+                                         [--requests 300] [--memory-requests 2000] [--json-out FILE]
 
-Real MIDI: the tiny corpus the tests make (written to a temporary folder by tests/midi_factory.py)
-and every file of ../shared/data/test, sent in turn.  The server keeps no feature cache, so every
+Real MIDI: the 12 files of ``benchmarks.data.tiny_corpus`` (written to a temporary folder) and
+every file of ../shared/data/test, sent in turn.  The server keeps no feature cache, so every
 request renders its file: every request is an uncached file.
 
 Modes (each a fresh server on a free 127.0.0.1 port, default options unless said):
@@ -46,9 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "data"
-
+from benchmarks.data.tiny_corpus import write_tiny_corpus
+from benchmarks.paths import TEST_FOLDER, add_corpus_argument
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -61,13 +60,8 @@ class Upload:
 
 
 def good_files(extra: list[Path]) -> list[Upload]:
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    import midi_factory
-    import numpy as np
-
     tiny = Path(tempfile.mkdtemp(prefix="serve-load-tiny-"))
-    midi_factory.write_corpus(tiny, np.random.default_rng(7))
-    files = sorted(tiny.rglob("*.mid")) + sorted(p for d in extra for p in d.glob("*.mid"))
+    files = write_tiny_corpus(tiny) + sorted(p for d in extra for p in d.glob("*.mid"))
     out = [Upload(f"{p.parent.name}-{p.name}", p.read_bytes(), 200) for p in files]
     shutil.rmtree(tiny)
     return out
@@ -271,18 +265,18 @@ def summarise(run: Run, reference: dict[str, dict[str, Any]], *, overload: bool 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument("--midi", type=Path, action="append", help=f"folders of real MIDI [{SHARED / 'test'}]")
+    ap.add_argument("--midi", type=Path, action="append", help=f"folders of real MIDI [{TEST_FOLDER}]")
     ap.add_argument("--modes", default="steady,garbage,swap,overload,memory")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--memory-requests", type=int, default=2000)
     ap.add_argument("--concurrency", default="1,4,16", help="levels of the steady mode")
-    ap.add_argument("--corpus", type=Path, default=SHARED / "musicians", help="the swap mode rebuilds from this")
+    add_corpus_argument(ap, what=": the swap mode rebuilds the index from it")
     ap.add_argument("--max-seconds", type=float, default=900, help="wall-clock limit of each run")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     modes = args.modes.split(",")
     rng = random.Random(12)
-    good = good_files(args.midi or [SHARED / "test"])
+    good = good_files(args.midi or [TEST_FOLDER])
     seq = lambda n: [good[i % len(good)] for i in range(n)]  # noqa: E731
     reference: dict[str, dict[str, Any]] = {}
     out: dict[str, Any] = {

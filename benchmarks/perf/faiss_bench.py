@@ -1,7 +1,7 @@
 """FAISS latency and recall@10 against exact search, for the index musicidx builds at each size.
 
-    python benchmarks/faiss_bench.py [--sizes 10000 100000 1000000] [--queries 1000]
-                                     [--ef-sweep 16 32 64 128 256] [--json-out faiss.json]
+    python -m benchmarks.perf.faiss_bench [--sizes 10000 100000 1000000] [--queries 1000]
+                                          [--ef-sweep 16 32 64 128 256] [--json-out faiss.json]
 
 Vectors: 128-d unit vectors drawn from a mixture of 256 Gaussian clusters (unit-norm centres,
 isotropic noise of total norm ~0.35 around each, then renormalised). Real clip embeddings

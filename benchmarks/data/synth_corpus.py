@@ -1,9 +1,9 @@
 """Generate a large labelled corpus ``OUT/<Composer>/*.mid`` from real MIDI, for scaling benchmarks.
 
-    python benchmarks/synth_corpus.py SRC [SRC ...] --out DIR [--files 5000] [--seconds 20] [--seed 0]
+    python -m benchmarks.data.synth_corpus SRC [SRC ...] --out DIR [--files 5000] [--seconds 20] [--seed 0]
 
 Each SRC is a folder ``<Composer>/*.mid`` (the challenge's training folder; the music21 export
-of ``benchmarks/export_music21.py``).  Every generated file is a passage of a real piece, cut
+of ``benchmarks/data/export_music21.py``).  Every generated file is a passage of a real piece, cut
 at a random point, then
 
 * **transposed** by -5..+6 semitones (notes kept inside the MIDI range),

@@ -1,15 +1,16 @@
 """FAISS at 10**6 and 10**7 clips: build time, bytes per vector, single-query latency, recall@10.
 
-    python benchmarks/faiss_large.py --n 1000000 [--data real|isotropic] [--factory F ...]
-                                     [--shards 1] [--nprobes 8 16 32 64] [--queries 1000]
-                                     [--json-out results.json]
+    python -m benchmarks.perf.faiss_large --n 1000000 [--data local|gmm|isotropic] [--factory F ...]
+                                          [--shards 1] [--nprobes 8 16 32 64] [--queries 1000]
+                                          [--json-out results.json]
 
 Vectors never exist all at once: chunk ``c`` of ``--chunk`` vectors is drawn with its own seeded
 generator (``SeedSequence(seed).spawn``), so any chunk can be drawn again identically.
 
-* data ``real``: the generator of ``benchmarks/embedding_model.py`` fitted to the embeddings
-  of a real musicidx index (``benchmarks/data/embedding_model.npz``); ``isotropic``: the
-  256-cluster mixture of ``faiss_bench.py`` (for continuity with the earlier table);
+* data ``local`` (default) and ``gmm``: the generators of ``benchmarks/data/embedding_model.py``
+  fitted to the embeddings of a real musicidx index (``benchmarks/results/embedding_local.npz``,
+  ``embedding_gmm.npz``); ``isotropic``: the 256-cluster mixture of ``faiss_bench.py`` (for
+  continuity with the earlier table);
 * queries: ``--queries`` fresh draws from the same generator (not index vectors);
 * ground truth: exact inner-product top-10 of the queries, merged chunk by chunk over all
   ``n`` vectors (``musicidx.indexer.store.exact_top_k``), in the same pass that fills the index;
@@ -49,11 +50,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import embedding_model  # noqa: E402
-from faiss_bench import CLUSTERS, DIM, mixture, rss_bytes, timed_searches  # noqa: E402
-
-from musicidx.indexer.store import (  # noqa: E402
+from benchmarks.data import embedding_model
+from benchmarks.perf.faiss_bench import CLUSTERS, DIM, mixture, rss_bytes, timed_searches
+from musicidx.indexer.store import (
     choose_search_params,
     exact_top_k,
     fill_faiss_index,

@@ -6,7 +6,7 @@ the seed project did before any training — the FluidSynth command line renderi
 track to a 44.1 kHz WAV, one file after another in one process — timed on the same files in the
 same run.
 
-    python benchmarks/build_bench.py [--corpus ../shared/data/musicians] [--repeats 3] [--seed-style]
+    python -m benchmarks.perf.build_bench [--corpus ../shared/data/musicians] [--repeats 3] [--seed-style]
 
 Prints one line per run and a JSON summary (medians) at the end; --json-out writes it.
 """
@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_CORPUS = HERE.parent.parent / "shared" / "data" / "musicians"
+from benchmarks.paths import add_corpus_argument
 
 
 def musicidx_cmd() -> list[str]:
@@ -67,7 +66,7 @@ def seed_style(corpus: Path, soundfont: str) -> tuple[float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    add_corpus_argument(ap)
     ap.add_argument("--repeats", type=int, default=3, help="cold and warm builds each (median reported)")
     ap.add_argument("--seed-style", action="store_true", help="also time the seed-style preprocessing, once")
     ap.add_argument("--json-out", type=Path)

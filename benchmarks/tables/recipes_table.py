@@ -1,16 +1,18 @@
-"""Print benchmarks/recipes.jsonl (``recipes.py``) as the Markdown table in BENCHMARKS.md, with the
-note-statistics peer (``note_baseline.py``) as its first row.
+"""Print benchmarks/results/recipes.jsonl (``accuracy.recipes``) as the Markdown table in BENCHMARKS.md,
+with the note-statistics peer (``accuracy.note_baseline``, ``results/note_baseline.json``) as its
+first row.
 
-    python benchmarks/recipes_table.py
+    python -m benchmarks.tables.recipes_table
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from benchmarks.paths import RESULTS
+
 VIEWS = ("original", "piano", "strings", "winds", "random")
 
 
@@ -22,6 +24,7 @@ def ms(d: dict[str, Any] | None, key: str) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     head = (
         "| recipe | seeds | CV bal. acc. as written | piano | strings | winds | random GM | agreement "
         "| LOCO AUROC as written | LOCO AUROC piano / strings / winds / random | cross acc. (known) | cross AUROC "
@@ -29,14 +32,14 @@ def main() -> None:
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    nb = json.loads((HERE / "results" / "note_baseline.json").read_text())
+    nb = json.loads((RESULTS / "note_baseline.json").read_text())
     loco = nb["open"]["mean"]["knn"]["auroc"]
     print(
         f"| peer: note statistics + logistic regression (reads the MIDI; timbre-blind) | – "
         f"| {nb['closed']['balanced_accuracy']:.3f} | = | = | = | = | 1 (by construction) | {loco:.3f} | = "
         f"| {nb['cross']['accuracy']:.3f} | {nb['cross']['overall']['knn']['auroc']:.3f} | {nb['seconds']:.0f} | – |"
     )
-    path = HERE / "recipes.jsonl"
+    path = RESULTS / "recipes.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
     for r in rows:
         s = r.get("eval", {}).get("summary")

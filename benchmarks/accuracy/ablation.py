@@ -1,33 +1,38 @@
 """Run `musicidx eval` (same folds, same seed) for encoder variants and append the numbers.
 
-    python benchmarks/ablation.py NAME '{"train": {...}, "model": {...}, "features": {...}, "k": 10}'
+    python -m benchmarks.accuracy.ablation NAME '{"train": {...}, "model": {...}, "features": {...}, "k": 10}' \\
+        [REPORT_DIR] [--corpus ../shared/data/musicians]
 
-Each run appends one JSON line to benchmarks/ablation.jsonl: the variant, closed-set accuracy,
+Each run appends one JSON line to benchmarks/results/ablation.jsonl: the variant, closed-set accuracy,
 balanced accuracy, macro-F1, open-set mean AUROC / FPR@95 / OSCR, and wall time. The table in
 BENCHMARKS.md is made from that file.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.recipe import DEFAULT_RECIPE
 from musicidx.query.evaluate import evaluate, write_report
 
-HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parent.parent / "shared" / "data" / "musicians"
-
 
 def main() -> None:
-    name, spec = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name")
+    ap.add_argument("spec", nargs="?", default="{}", help="JSON overrides of the configs and k")
+    ap.add_argument("report", nargs="?", type=Path, help="also write eval's report here")
+    add_corpus_argument(ap)
+    a = ap.parse_args()
+    name, spec = a.name, json.loads(a.spec)
     model = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("model", {}).items()}
     t = time.perf_counter()
     r = evaluate(
-        CORPUS,
+        a.corpus,
         folds=5,
         seed=0,
         features=FeatureConfig(**spec.get("features", {})),
@@ -35,8 +40,8 @@ def main() -> None:
         train_config=TrainConfig(**spec.get("train", {})),
         k=spec.get("k", DEFAULT_RECIPE.k),
     )
-    if len(sys.argv) > 3:
-        write_report(r, sys.argv[3])
+    if a.report is not None:
+        write_report(r, a.report)
     row = {
         "variant": name,
         "spec": spec,
@@ -51,7 +56,7 @@ def main() -> None:
         "auroc_per_composer": {k: round(v["auroc"], 3) for k, v in r.open["per_composer"].items()},
         "seconds": round(time.perf_counter() - t),
     }
-    with open(HERE / "ablation.jsonl", "a") as f:
+    with open(RESULTS / "ablation.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row, indent=2))
 

@@ -1,7 +1,7 @@
 """The Ray build beside the local build, on this machine: throughput, overhead, and equality.
 
-    python benchmarks/ray_bench.py features CORPUS [--work DIR] [--out results.json]
-    python benchmarks/ray_bench.py build CORPUS --test TEST_DIR [--work DIR] [--out results.json]
+    python -m benchmarks.perf.ray_bench features CORPUS [--work DIR] [--out results.json]
+    python -m benchmarks.perf.ray_bench build CORPUS --test TEST_DIR [--work DIR] [--out results.json]
 
 ``features``: the feature stage of a build (parse, render the clip windows, CQT, write the
 cache) over every file of CORPUS, first with the local process pool and then as a Ray Data

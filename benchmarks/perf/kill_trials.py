@@ -1,11 +1,12 @@
 """Kill `musicidx build` with SIGKILL at random moments; the index at --out must always load.
 
-Builds a small generated corpus once (the "previous index"), then for each trial starts a
-build of the same corpus with another seed into the same --out and kills it after a random
-delay drawn uniformly over a full build's duration. After each kill, `load_index(--out)` must
-succeed with every consistency check, and be either the previous index or a complete new one.
+Builds a small generated corpus (``benchmarks.data.tiny_corpus``) once (the "previous index"),
+then for each trial starts a build of the same corpus with another seed into the same --out and
+kills it after a random delay drawn uniformly over a full build's duration. After each kill,
+`load_index(--out)` must succeed with every consistency check, and be either the previous index
+or a complete new one.
 
-    python benchmarks/kill_trials.py [--trials 25] [--seed 0]
+    python -m benchmarks.perf.kill_trials [--trials 25] [--seed 0]
 """
 
 from __future__ import annotations
@@ -21,24 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pretty_midi
-
-
-def make_corpus(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    for composer, program, base in (("Alpha", 0, 48), ("Beta", 40, 60), ("Gamma", 73, 66)):
-        (root / composer).mkdir(parents=True)
-        for i in range(4):
-            pm = pretty_midi.PrettyMIDI()
-            inst = pretty_midi.Instrument(program=program)
-            t = 0.0
-            for _ in range(40):
-                d = float(rng.uniform(0.1, 0.4))
-                inst.notes.append(pretty_midi.Note(90, base + int(rng.integers(0, 12)), t, t + d))
-                t += d
-            pm.instruments.append(inst)
-            pm.write(str(root / composer / f"Piece {i}_OP{i}_{i}_p{i}.mid"))
+from benchmarks.data.tiny_corpus import write_tiny_corpus
 
 
 def build_cmd(corpus: Path, out: Path, seed: int) -> list[str]:
@@ -72,7 +56,7 @@ def main() -> None:
     rnd = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         corpus, out = Path(tmp) / "corpus", Path(tmp) / "idx"
-        make_corpus(corpus)
+        write_tiny_corpus(corpus)
         env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
         t = time.perf_counter()
         subprocess.run(build_cmd(corpus, out, 0), env=env, check=True, capture_output=True)

@@ -1,19 +1,19 @@
 """Judge an encoder variant (a recipe file) by every measurement of the pretraining issue.
 
-    python benchmarks/encoder_eval.py NAME [--recipe FILE] [--seeds 3] \\
+    python -m benchmarks.accuracy.encoder_eval NAME [--recipe FILE] [--seeds 3] [--corpus DIR] \\
         [--cross m21=/work/m21-export] [--cross lieder=/work/lieder-export] [--skip-eval] [--no-open]
 
-1. ``musicidx eval`` on the challenge training folder with the recipe: grouped 5-fold CV (fold
+1. ``musicidx eval`` on the challenge training folder (``--corpus``) with the recipe: grouped 5-fold CV (fold
    seed 0) as written and in the four re-orchestrations, agreement, leave-one-composer-out
    AUROC -- over ``--seeds`` training seeds (one for a frozen recipe: it trains nothing);
-2. for each ``--cross NAME=DIR`` (a labelled folder: ``export_music21.py``, ``export_lieder.py``):
+2. for each ``--cross NAME=DIR`` (a labelled folder: ``data.export_music21``, ``data.export_lieder``):
    an index of the whole training folder built with the recipe (per seed), asked about DIR:
    accuracy and balanced accuracy on the known composers, AUROC known vs new, the share of new
    and of known pieces the calibrated threshold flags, and the same AUROC and flag rate over the
    new composers the pretrained encoder never heard (:func:`heard`: none of their music is in the
    pieces its card lists).
 
-Appends one JSON line to ``benchmarks/results/encoders.jsonl``; ``encoders_table.py`` prints the
+Appends one JSON line to ``benchmarks/results/encoders.jsonl``; ``tables.encoders_table`` prints the
 table in BENCHMARKS.md. ``../shared/data/test`` and ``blind`` are never read.
 """
 
@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.data.export_music21 import NEW
+from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from musicidx.indexer.build import build_index
 from musicidx.query.evaluate import evaluate, evaluate_index, open_set_metrics, summarise
 
-HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parent.parent / "shared" / "data" / "musicians"
-OUT = HERE / "results" / "encoders.jsonl"
+OUT = RESULTS / "encoders.jsonl"
 
 
 def heard(recipe: Recipe) -> set[str]:
@@ -44,8 +44,6 @@ def heard(recipe: Recipe) -> set[str]:
     works (PMFC 24)."""
     if recipe.encoder is None:
         return set()
-    from export_music21 import NEW
-
     from musicidx.encoder.pretrained import load_pretrained
 
     collections = {p["collection"] for p in load_pretrained(recipe.encoder).card["pieces"]}
@@ -53,9 +51,9 @@ def heard(recipe: Recipe) -> set[str]:
     return out | ({"Ciconia"} if "music21/trecento" in collections else set())
 
 
-def run_eval(recipe: Recipe, seeds: int, *, open_set: bool) -> dict[str, Any]:
+def run_eval(corpus: Path, recipe: Recipe, seeds: int, *, open_set: bool) -> dict[str, Any]:
     t = time.perf_counter()
-    r = evaluate(CORPUS, folds=5, seed=0, seeds=range(seeds), recipe=recipe, open_set=open_set)
+    r = evaluate(corpus, folds=5, seed=0, seeds=range(seeds), recipe=recipe, open_set=open_set)
     return {
         "seeds_run": len(r.seeds),
         "summary": {k: {"mean": round(v["mean"], 4), "std": round(v["std"], 4)} for k, v in r.summary.items()},
@@ -89,14 +87,14 @@ def cross_numbers(c: Any, heard_composers: set[str]) -> dict[str, Any]:
     return out
 
 
-def run_cross(recipe: Recipe, seeds: int, folders: dict[str, Path]) -> dict[str, Any]:
+def run_cross(corpus: Path, recipe: Recipe, seeds: int, folders: dict[str, Path]) -> dict[str, Any]:
     per: dict[str, list[dict[str, Any]]] = {name: [] for name in folders}
     build_s = []
     for s in range(1 if recipe.frozen else seeds):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             r = recipe.replace(train=recipe.train.__class__(**{**recipe.train.to_dict(), "seed": s}))
-            build_index(CORPUS, out=Path(tmp) / "idx", recipe=r)
+            build_index(corpus, out=Path(tmp) / "idx", recipe=r)
             build_s.append(time.perf_counter() - t)
             for name, folder in folders.items():
                 per[name].append(cross_numbers(evaluate_index(Path(tmp) / "idx", folder), heard(recipe)))
@@ -119,6 +117,7 @@ def main() -> None:
     ap.add_argument("--cross", action="append", default=[], metavar="NAME=DIR")
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--no-open", action="store_true", help="closed set only")
+    add_corpus_argument(ap)
     a = ap.parse_args()
     recipe = DEFAULT_RECIPE if a.recipe is None else load_recipe(a.recipe)
     folders = {c.split("=", 1)[0]: Path(c.split("=", 1)[1]) for c in a.cross}
@@ -129,9 +128,9 @@ def main() -> None:
         "seeds": 1 if recipe.frozen else a.seeds,
     }
     if not a.skip_eval:
-        row["eval"] = run_eval(recipe, a.seeds, open_set=not a.no_open)
+        row["eval"] = run_eval(a.corpus, recipe, a.seeds, open_set=not a.no_open)
     if folders:
-        row["cross"] = run_cross(recipe, a.seeds, folders)
+        row["cross"] = run_cross(a.corpus, recipe, a.seeds, folders)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "a") as f:
         f.write(json.dumps(row) + "\n")

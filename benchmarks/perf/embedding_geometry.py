@@ -1,6 +1,6 @@
 """How an index's embeddings fill their space: effective dimensionality and what PQ codes keep.
 
-    python benchmarks/embedding_geometry.py IDX [IDX ...] [--json-out FILE]
+    python -m benchmarks.perf.embedding_geometry IDX [IDX ...] [--json-out FILE]
 
 For each index (every vector, in id order):
 

@@ -1,22 +1,23 @@
 """Judge an encoder recipe by the three measurements a shortcut cannot pass, over several seeds.
 
-    python benchmarks/recipes.py NAME '{"features": {...}, "model": {...}, "train": {...}, "k": 10}' \\
-        [--seeds 3] [--cross DIR] [--report DIR] [--skip-eval] [--no-open]
+    python -m benchmarks.accuracy.recipes NAME '{"features": {...}, "model": {...}, "train": {...}, "k": 10}' \\
+        [--seeds 3] [--cross DIR] [--report DIR] [--skip-eval] [--no-open] [--corpus DIR]
 
 For one recipe (the JSON overrides FeatureConfig / ModelConfig / TrainConfig fields; ``{}`` is
-recipe R0, the configs' own defaults -- not today's default recipe S3, which ``encoder_eval.py``
-judges from recipe files):
+recipe R0, the configs' own defaults -- not today's default recipe S3, which
+``accuracy.encoder_eval`` judges from recipe files):
 
-1. ``musicidx eval`` on the challenge training folder (``../shared/data/musicians``), the same
-   folds as always (fold seed 0), every held-out track also asked in the four re-orchestrations,
-   once per training seed 0..N-1: balanced accuracy per orchestration, agreement across them,
-   leave-one-composer-out AUROC per orchestration — mean ± std over the seeds;
-2. with ``--cross DIR`` (a labelled folder, e.g. the music21 export of ``export_music21.py``): for
-   each seed, build an index of the whole training folder with the recipe and evaluate it on DIR
-   (``musicidx eval --index``): accuracy on the known composers, AUROC known vs new.
+1. ``musicidx eval`` on the challenge training folder (``--corpus``, ``../shared/data/musicians``
+   by default), the same folds as always (fold seed 0), every held-out track also asked in the
+   four re-orchestrations, once per training seed 0..N-1: balanced accuracy per orchestration,
+   agreement across them, leave-one-composer-out AUROC per orchestration — mean ± std over the
+   seeds;
+2. with ``--cross DIR`` (a labelled folder, e.g. the music21 export of ``data.export_music21``):
+   for each seed, build an index of the whole training folder with the recipe and evaluate it on
+   DIR (``musicidx eval --index``): accuracy on the known composers, AUROC known vs new.
 
-Appends one JSON line per run to ``benchmarks/recipes.jsonl``; ``recipes_table.py`` prints the
-table in BENCHMARKS.md. ``../shared/data/test`` and ``blind`` are never read.
+Appends one JSON line per run to ``benchmarks/results/recipes.jsonl``; ``tables.recipes_table``
+prints the table in BENCHMARKS.md. ``../shared/data/test`` and ``blind`` are never read.
 """
 
 from __future__ import annotations
@@ -30,13 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.recipe import DEFAULT_RECIPE
 from musicidx.indexer.build import build_index
 from musicidx.query.evaluate import evaluate, evaluate_index, summarise, write_report
-
-HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parent.parent / "shared" / "data" / "musicians"
 
 
 def configs(spec: dict[str, Any]) -> tuple[FeatureConfig, ModelConfig, TrainConfig, int]:
@@ -49,11 +48,13 @@ def configs(spec: dict[str, Any]) -> tuple[FeatureConfig, ModelConfig, TrainConf
     )
 
 
-def run_eval(spec: dict[str, Any], seeds: int, report: Path | None, *, open_set: bool = True) -> dict[str, Any]:
+def run_eval(
+    corpus: Path, spec: dict[str, Any], seeds: int, report: Path | None, *, open_set: bool = True
+) -> dict[str, Any]:
     features, model, train, k = configs(spec)
     t = time.perf_counter()
     r = evaluate(
-        CORPUS,
+        corpus,
         folds=5,
         seed=0,
         seeds=range(seeds),
@@ -73,14 +74,14 @@ def run_eval(spec: dict[str, Any], seeds: int, report: Path | None, *, open_set:
     }
 
 
-def run_cross(spec: dict[str, Any], seeds: int, folder: Path) -> dict[str, Any]:
+def run_cross(corpus: Path, spec: dict[str, Any], seeds: int, folder: Path) -> dict[str, Any]:
     features, model, train, k = configs(spec)
     per_seed, build_s = [], []
     for s in range(seeds):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             build_index(
-                CORPUS,
+                corpus,
                 out=Path(tmp) / "idx",
                 features=features,
                 model_config=model,
@@ -119,14 +120,15 @@ def main() -> None:
     ap.add_argument("--report", type=Path, help="write eval's report.json and plots here")
     ap.add_argument("--skip-eval", action="store_true", help="only the cross-corpus evaluation")
     ap.add_argument("--no-open", action="store_true", help="closed set only (a quick screen)")
+    add_corpus_argument(ap)
     a = ap.parse_args()
     spec = json.loads(a.spec)
     row: dict[str, Any] = {"variant": a.name, "spec": spec, "seeds": a.seeds}
     if not a.skip_eval:
-        row["eval"] = run_eval(spec, a.seeds, a.report, open_set=not a.no_open)
+        row["eval"] = run_eval(a.corpus, spec, a.seeds, a.report, open_set=not a.no_open)
     if a.cross is not None:
-        row["cross"] = run_cross(spec, a.seeds, a.cross)
-    with open(HERE / "recipes.jsonl", "a") as f:
+        row["cross"] = run_cross(a.corpus, spec, a.seeds, a.cross)
+    with open(RESULTS / "recipes.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps(row, indent=2))
 

@@ -2,8 +2,8 @@
 cross-corpus evaluation of an index built on ``../shared/data/musicians`` (Bach, Beethoven,
 Brahms, Schubert).
 
-    python benchmarks/export_music21.py [--out DIR] [--per-composer 25] [--chorales 60]
-                                        [--timeout 60] [--workers 1] [--train-dir MIDI_DIR]
+    python -m benchmarks.data.export_music21 [--out DIR] [--per-composer 25] [--chorales 60]
+                                             [--timeout 60] [--workers 1] [--train-dir MIDI_DIR]
 
 What goes in (each piece in its own instrumentation, as music21 writes it; ``program=None``):
 
@@ -25,8 +25,9 @@ Each piece is written by the project's exporter, :func:`musicidx.encoder.scores.
 silences music21 and refuses an export that :func:`~musicidx.encoder.midi.load_midi` would
 reject), in a worker process with a per-piece wall-time limit (``--timeout``; a full quartet
 takes 16-41 s); failures and time-outs are skipped and listed.  File names follow the demo's
-rule (``opus59no3_OPUS59NO3_2_movement2.mid``), so :func:`musicidx.indexer.corpus.work_of` keeps
-the movements of one work together; a single-file piece is a work of its own.
+rule (:func:`musicidx.encoder.scores.piece_names`: ``opus59no3_OPUS59NO3_2_movement2.mid``), so
+:func:`musicidx.indexer.corpus.work_of` keeps the movements of one work together; a single-file
+piece is a work of its own.
 
 ``OUT/exports.json`` records every export (source -> file, with the content hash and the
 exporter's key); a second run reuses matching files and retries only what is missing or failed.
@@ -42,10 +43,8 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
+from benchmarks.paths import TRAINING_CORPUS, add_corpus_argument
 from musicidx.encoder.pretrain.corpus import spread
-
-HERE = Path(__file__).resolve().parent
-TRAIN = HERE.parent.parent / "shared" / "data" / "musicians"
 
 #: Folder name -> music21 composer directory; the known composers of the training folder first.
 KNOWN = {"Bach": "bach", "Beethoven": "beethoven", "Schubert": "schubert"}
@@ -93,17 +92,20 @@ def training_catalogues(train_dir: Path) -> set[str]:
     return {catalogue(t.work.rpartition("_")[2]) for t in scan_corpus(train_dir) if "_" in t.work}
 
 
-def plan(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def plan(
+    *, per_composer: int = 25, chorales: int = 60, train_dir: Path = TRAINING_CORPUS
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The pieces to export (composer, known, source, work, rel) and the ones left out as
-    training works."""
-    from musicidx.query.demo import _piece_names
+    training works (those of ``train_dir``); the defaults are the set of BENCHMARKS.md and of
+    ``encoder/pretrain/heldout.json``."""
+    from musicidx.encoder.scores import piece_names
 
-    in_training = training_catalogues(args.train_dir)
+    in_training = training_catalogues(train_dir)
     pieces, overlap = [], []
     for composer, directory in {**KNOWN, **NEW}.items():
         sources = corpus_sources(directory)
         if composer == "Bach":
-            sources = spread([s for s in sources if PurePosixPath(s).name.startswith("bwv")], args.chorales)
+            sources = spread([s for s in sources if PurePosixPath(s).name.startswith("bwv")], chorales)
         kept = []
         for s in sources:
             parts = PurePosixPath(s).parts
@@ -113,8 +115,8 @@ def plan(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[dict[str,
             else:
                 kept.append(s)
         if composer != "Bach":
-            kept = spread(kept, args.per_composer)
-        for s, (work, name) in zip(kept, _piece_names(composer, kept)):
+            kept = spread(kept, per_composer)
+        for s, (work, name) in zip(kept, piece_names(kept)):
             known = "known" if composer in KNOWN else "new"
             pieces.append(
                 {"composer": composer, "known": known, "source": s, "work": work, "rel": f"{composer}/{name}"}
@@ -151,7 +153,7 @@ def main() -> None:
     ap.add_argument("--chorales", type=int, default=60, help="Bach chorales to take")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds one piece may take before it is skipped")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--train-dir", type=Path, default=TRAIN, help="works found here are left out (catalogue id match)")
+    add_corpus_argument(ap, flag="--train-dir", what=": its works are left out (catalogue id match)")
     args = ap.parse_args()
 
     from musicidx.encoder.fingerprints import file_sha256
@@ -159,7 +161,7 @@ def main() -> None:
 
     began = time.monotonic()
     m21 = music21_version()
-    pieces, overlap = plan(args)
+    pieces, overlap = plan(per_composer=args.per_composer, chorales=args.chorales, train_dir=args.train_dir)
     record_path = args.out / "exports.json"
     try:
         old = json.loads(record_path.read_text())["files"]

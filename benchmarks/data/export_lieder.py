@@ -1,12 +1,12 @@
 """Export the Lieder hold-out ``OUT/<Composer>/*.mid`` from OpenScore Lieder, a second cross-corpus
 evaluation of an index built on ``../shared/data/musicians`` (Bach, Beethoven, Brahms, Schubert).
 
-    python benchmarks/export_lieder.py --lieder DIR [--out lieder-export] [--workers 1] [--timeout 90]
-    python benchmarks/export_lieder.py --lieder DIR --plan-only      # print the plan as JSON
+    python -m benchmarks.data.export_lieder --lieder DIR [--out lieder-export] [--workers 1] [--timeout 90]
+    python -m benchmarks.data.export_lieder --lieder DIR --plan-only      # print the plan as JSON
 
 ``DIR`` is a copy of OpenScore Lieder (CC0; its ``scores/<Last,_First>/<set>/<song>/lc*.mxl``).
 The split is fixed by rule, so the pretraining can keep every evaluation song and every new
-composer out (``benchmarks/heldout_list.py`` writes both into ``encoder/pretrain/heldout.json``):
+composer out (``benchmarks/data/heldout_list.py`` writes both into ``encoder/pretrain/heldout.json``):
 
 * known composers (the training folder's): Beethoven's songs, and every second one of Schubert's
   and Brahms's in sorted path order; at most ``KNOWN_PER_COMPOSER`` of each, evenly spaced (the

@@ -1,8 +1,9 @@
 """Generators of synthetic clip embeddings fitted to the embeddings of a real musicidx index.
 
-    python benchmarks/embedding_model.py --index /work/faiss-real-idx [--components 2 4 8 16 32]
+    python -m benchmarks.data.embedding_model --index /work/faiss-real-idx [--components 2 4 8 16 32]
 
-writes ``benchmarks/data/embedding_gmm.npz`` and ``benchmarks/data/embedding_local.npz``.
+writes ``benchmarks/results/embedding_gmm.npz`` and ``benchmarks/results/embedding_local.npz``
+(``perf.faiss_large`` draws its vectors from them).
 
 Real embeddings are far from isotropic: those of the challenge index (1,552 clips of 194 tracks)
 put 95 % of their variance in 4 of the 128 dimensions and 99 % in 24, with a long tail of tiny
@@ -42,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-GMM_MODEL = HERE / "data" / "embedding_gmm.npz"
-LOCAL_MODEL = HERE / "data" / "embedding_local.npz"
+from benchmarks.paths import RESULTS
+
+GMM_MODEL = RESULTS / "embedding_gmm.npz"
+LOCAL_MODEL = RESULTS / "embedding_local.npz"
 
 
 def index_vectors(index_dir: Path) -> np.ndarray:

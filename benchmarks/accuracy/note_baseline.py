@@ -1,8 +1,8 @@
 """The symbolic peer musicidx must beat: a few dozen note statistics read straight from the MIDI
 file, a logistic regression (closed set) and two novelty statistics (open set).
 
-    python benchmarks/note_baseline.py [MIDI_DIR] [--cross DIR] [--folds 5] [--seed 0] [--k 5]
-                                       [--json-out benchmarks/results/note_baseline.json]
+    python -m benchmarks.accuracy.note_baseline [MIDI_DIR] [--cross DIR] [--folds 5] [--seed 0] [--k 5]
+                                                [--json-out benchmarks/results/note_baseline.json]
 
 It reads notes, not sound: no rendering, no SoundFont, no instrument programs.  So it cannot use
 instrumentation as a shortcut, and the re-orchestration test of ``../shared/DESIGN.md`` is
@@ -29,29 +29,30 @@ files it refuses are skipped and listed):
 * register (4): pitch mean, standard deviation, 5th and 95th percentile;
 * density (3): notes per second, onsets per second, onsets per quarter note.
 
-Model: ``StandardScaler`` + ``LogisticRegression(class_weight="balanced")`` (``baseline.py``'s
+Model: ``StandardScaler`` + ``LogisticRegression(class_weight="balanced")`` (``accuracy.baseline``'s
 ``logistic``).
 
-Closed set: grouped 5-fold CV on ``MIDI_DIR`` with ``baseline.py``'s :func:`composer_work_folds`
+Closed set: grouped 5-fold CV on ``MIDI_DIR`` with :func:`musicidx.query.splits.grouped_folds`
 (the folds ``musicidx eval`` uses, seed 0): accuracy, balanced accuracy, macro-F1, per-composer
 recall, confusion matrix.
 
-Open set, leave one composer out (``baseline.py``'s :func:`leave_one_composer_out`): reference =
-the other composers' training tracks, known = their held-out fold, unknown = every track of the
-left-out composer.  Two novelty statistics: ``knn`` = Euclidean distance of the standardised
-vector (scaler fitted on the reference) to its k-th nearest reference track, as ``baseline.py``;
+Open set, leave one composer out (:func:`musicidx.query.splits.leave_one_composer_out`, ``musicidx
+eval``'s open set): reference = the other composers' training tracks, known = their held-out fold,
+unknown = every track of the left-out composer.  Two novelty statistics: ``knn`` = Euclidean
+distance of the standardised vector (scaler fitted on the reference) to its k-th nearest reference
+track, as ``accuracy.baseline``;
 ``maxprob`` = 1 - the largest predicted probability of the logistic regression fitted on the
 reference.  AUROC, FPR at 95 % TPR, OSCR per composer and mean, via
 :func:`musicidx.query.evaluate.open_set_metrics`.
 
-Cross-corpus (``--cross DIR``, a labelled folder such as ``benchmarks/export_music21.py`` writes):
+Cross-corpus (``--cross DIR``, a labelled folder such as ``data.export_music21`` writes):
 fitted on the whole of ``MIDI_DIR``; accuracy and balanced accuracy (mean recall over the known
 composers present in DIR) on the tracks of DIR whose composer is in ``MIDI_DIR`` (known); AUROC /
 FPR@95TPR / OSCR of known vs new (composers not in ``MIDI_DIR``), overall and per new composer, for
 both novelty statistics.  The 95 % threshold is taken on the known tracks of DIR themselves (an
 oracle threshold, as in the LOCO figures).
 
-Fold-seed spread (``--spread N``, default 10): ``baseline.py``'s :func:`fold_seed_spread`, the
+Fold-seed spread (``--spread N``, default 10): ``accuracy.baseline``'s :func:`fold_seed_spread`, the
 closed-set figures (with and without class weights) and the kNN open-set mean over fold seeds
 ``0..N-1``, so the two baselines' spreads compare directly.
 """
@@ -60,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -68,18 +68,8 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from baseline import (  # noqa: E402  (the sibling script, not a package)
-    CORPUS,
-    closed_set,
-    composer_work_folds,
-    fold_seed_spread,
-    leave_one_composer_out,
-    logistic,
-    print_closed,
-)
+from benchmarks.accuracy.baseline import closed_set, eval_splits, fold_seed_spread, logistic, print_closed
+from benchmarks.paths import RESULTS, TRAINING_CORPUS
 
 # Krumhansl-Kessler key profiles, tonic first.
 MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -330,7 +320,7 @@ def print_cross(r: dict[str, Any], folder: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("midi_dir", nargs="?", type=Path, default=CORPUS)
+    ap.add_argument("midi_dir", nargs="?", type=Path, default=TRAINING_CORPUS, help=f"[{TRAINING_CORPUS}]")
     ap.add_argument("--cross", type=Path, help="a labelled folder to ask the model fitted on MIDI_DIR about")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
@@ -338,7 +328,7 @@ def main() -> None:
     ap.add_argument(
         "--spread", type=int, default=10, metavar="N", help="also rerun with fold seeds 0..N-1 (0: skip) for the spread"
     )
-    ap.add_argument("--json-out", type=Path, default=HERE / "results" / "note_baseline.json")
+    ap.add_argument("--json-out", type=Path, default=RESULTS / "note_baseline.json")
     args = ap.parse_args()
 
     began = time.monotonic()
@@ -349,10 +339,7 @@ def main() -> None:
     groups = [t.group for t in tracks]
     y = np.array([names.index(c) for c in composers])
     load_s = time.monotonic() - began
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # StratifiedGroupKFold: "least populated class"
-        folds = composer_work_folds(composers, groups, n_splits=args.folds, seed=args.seed)
-        splits = leave_one_composer_out(composers, groups, n_splits=args.folds, seed=args.seed)
+    folds, splits = eval_splits(composers, groups, n_folds=args.folds, seed=args.seed)
     print(
         f"{len(tracks)} tracks ({', '.join(f'{n} {composers.count(n)}' for n in names)}), {len(set(groups))} works, "
         f"{len(skipped)} skipped; parsed in {load_s:.1f} s; {x.shape[1]} note statistics per track"

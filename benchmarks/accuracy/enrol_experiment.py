@@ -5,7 +5,7 @@ held-out movements never share a work with enrolled ones); then query COMPOSER's
 and report how many are named COMPOSER. For comparison, the same held-out works are queried
 against the index before enrolment (where COMPOSER cannot be named, and should look new).
 
-    python benchmarks/enrol_experiment.py [--composer Schubert] [--held-out-works 2]
+    python -m benchmarks.accuracy.enrol_experiment [--composer Schubert] [--held-out-works 2] [--corpus DIR]
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parent.parent / "shared" / "data" / "musicians"
+from benchmarks.paths import add_corpus_argument
 
 
 def main() -> None:
@@ -27,11 +26,13 @@ def main() -> None:
     ap.add_argument("--composer", default="Schubert")
     ap.add_argument("--held-out-works", type=int, default=3)
     ap.add_argument("--json-out", type=Path)
+    add_corpus_argument(ap)
     args = ap.parse_args()
+    corpus = args.corpus
     from musicidx.indexer.corpus import work_of
 
     exe = str(Path(sys.executable).with_name("musicidx"))
-    files = sorted((CORPUS / args.composer).glob("*.mid"))
+    files = sorted((corpus / args.composer).glob("*.mid"))
     works = sorted({work_of(f) for f in files})
     held = set(works[:: max(1, len(works) // args.held_out_works)][: args.held_out_works])
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,8 +40,8 @@ def main() -> None:
         base, enrol, query = t / "base", t / "enrol" / args.composer, t / "query"
         for d in (base, enrol, query):
             d.mkdir(parents=True)
-        for c in sorted(p.name for p in CORPUS.iterdir() if p.is_dir() and p.name != args.composer):
-            os.symlink(CORPUS / c, base / c)
+        for c in sorted(p.name for p in corpus.iterdir() if p.is_dir() and p.name != args.composer):
+            os.symlink(corpus / c, base / c)
         for f in files:
             os.symlink(f, (query if work_of(f) in held else enrol) / f.name)
         run = lambda *a: subprocess.run([exe, *a], check=True, capture_output=True, text=True).stdout  # noqa: E731
