@@ -209,6 +209,8 @@ def fold_seed_spread(
 
 
 def main() -> None:
+    """Parse, load, split, measure, print, write. Over 60 lines because it is the script's whole run in
+    order, each step a few lines that print as they go; the measurements themselves are functions above."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("midi_dir", nargs="?", type=Path, default=TRAINING_CORPUS, help=f"[{TRAINING_CORPUS}]")
     ap.add_argument("--folds", type=int, default=5)

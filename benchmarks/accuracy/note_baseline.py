@@ -319,6 +319,8 @@ def print_cross(r: dict[str, Any], folder: Path) -> None:
 
 
 def main() -> None:
+    """Parse, load, split, measure, print, write. Over 60 lines because it is the script's whole run in
+    order, each step a few lines that print as they go; the measurements themselves are functions above."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("midi_dir", nargs="?", type=Path, default=TRAINING_CORPUS, help=f"[{TRAINING_CORPUS}]")
     ap.add_argument("--cross", type=Path, help="a labelled folder to ask the model fitted on MIDI_DIR about")

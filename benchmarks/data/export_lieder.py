@@ -74,6 +74,8 @@ def plan(root: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Plan, export what is missing, record. Just over 60 lines: the run in order, the record written
+    atomically at the end."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lieder", type=Path, required=True, help="a copy of OpenScore Lieder")
     ap.add_argument("--out", type=Path, default=Path("lieder-export"))

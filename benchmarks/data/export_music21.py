@@ -147,6 +147,9 @@ def run_exports(
 
 
 def main() -> None:
+    """Plan, reuse, export, record, prune, summarise. Over 60 lines because it is the export's whole
+    run in order (the record and the pruning must see every step's outcome); the steps that stand
+    alone (plan, run_exports) are functions above."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("m21-export"))
     ap.add_argument("--per-composer", type=int, default=25, help="at most this many pieces per composer but Bach")

@@ -263,6 +263,9 @@ def summarise(run: Run, reference: dict[str, dict[str, Any]], *, overload: bool 
 
 
 def main() -> None:
+    """Run the chosen modes in order and write their report. Over 60 lines because each mode is a short
+    script of its own -- start a server, load it, check, stop it -- read top to bottom; they share
+    only the uploads, the reference answers and the report, which live here."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--midi", type=Path, action="append", help=f"folders of real MIDI [{TEST_FOLDER}]")
