@@ -68,10 +68,12 @@ test: test-deps lint
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
+# The build, query and FAISS figures of BENCHMARKS.md (needs ../shared/data; the rest: benchmarks/README.md).
 bench: setup
-	$(BIN)/python benchmarks/build_bench.py
-	$(BIN)/python benchmarks/query_bench.py
-	$(BIN)/python benchmarks/faiss_bench.py
+	$(BIN)/python -m benchmarks.perf.build_bench
+	$(BIN)/musicidx build ../shared/data/musicians --out idx
+	$(BIN)/python -m benchmarks.perf.query_bench --index idx
+	$(BIN)/python -m benchmarks.perf.faiss_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

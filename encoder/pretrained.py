@@ -34,7 +34,7 @@ class Pretrained:
     def state_dict(self) -> dict[str, Any]:
         import torch
 
-        from .render import file_sha256
+        from .fingerprints import file_sha256
 
         if file_sha256(self.path) != self.sha256:
             raise PretrainedError(f"weights do not match their card's sha256 {self.sha256[:12]}", path=self.path)

@@ -6,7 +6,7 @@ optional dependency; nothing here imports it before a function needs it.
 
 * :func:`export_score` parses one piece -- a music21 corpus path such as
   ``"bach/bwv66.6.mxl"`` or a file on disk -- and writes it as MIDI atomically, refusing an
-  export :func:`~musicidx.encoder.render.load_midi` would reject;
+  export :func:`~musicidx.encoder.midi.load_midi` would reject;
 * :func:`export_many` runs many exports in worker processes with a wall-time limit per piece
   (a quartet movement takes 16-41 s, a broken score can hang): a piece over its time is
   skipped with its reason and its worker replaced.
@@ -25,11 +25,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import DependencyError, MusicIdxError, install_hint
-from .render import load_midi
+from .midi import load_midi
 
 #: Bump when the export itself changes (how a score becomes a MIDI file): every export is redone.
 EXPORT_VERSION = 1
@@ -78,6 +78,28 @@ def export_key(source: str, program: int | None, m21_version: str) -> str:
     """What an export depends on; a recorded export with another key is redone."""
     raw = json.dumps([source, program, m21_version, EXPORT_VERSION])
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def piece_names(sources: Sequence[str]) -> list[tuple[str, str]]:
+    """(work, MIDI file name) of each music21 corpus path in ``sources``, for an export folder.
+
+    A piece in a folder of its own (``mozart/k155/movement2.mxl``) is a movement of the work named
+    by the folder and gets a name in the challenge's ``<title>_<catalogue>_<n>_<rest>`` pattern
+    (``k155_K155_2_movement2.mid``, ``n`` counting that work's movements in ``sources``), so
+    :func:`~musicidx.indexer.corpus.work_of` groups its movements; any other piece is a work of its
+    own, named by its stem with underscores made dashes (``Kyrie_00.krn`` -> ``Kyrie-00.mid``)."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in sources:
+        parts = PurePosixPath(s).parts
+        stem = PurePosixPath(s).stem.replace("_", "-")
+        if len(parts) > 2:
+            work = "-".join(parts[1:-1]).replace("_", "-")
+            seen[work] = seen.get(work, 0) + 1
+            out.append((work, f"{work}_{work.upper()}_{seen[work]}_{stem}.mid"))
+        else:
+            out.append((stem, f"{stem}.mid"))
+    return out
 
 
 def set_program(path: Path, program: int) -> None:

@@ -32,7 +32,7 @@ import pyarrow as pa
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
-from musicidx.encoder.render import SoundFont, find_soundfont
+from musicidx.encoder.soundfont import SoundFont, find_soundfont
 
 from .corpus import CorpusError, Track, check_corpus_folder, scan_corpus
 from .features import FEATURES_VERSION, TrackFeatures, extract_many
@@ -385,11 +385,14 @@ def score_tracks(
     k: int,
     alternatives: bool = False,
     ks: Sequence[int] = (),
+    vote_power: float = 1.0,
 ) -> TrackScores:
     """Index ``ref``'s clips, then vote and measure novelty for every track of ``query``,
     exactly as a query against a saved index does; with ``alternatives``, also the candidate
     novelty statistics of :attr:`TrackScores.alternatives` (for ``musicidx eval``); with ``ks``,
-    the novelty at each of those k too (:attr:`TrackScores.novelty_by_k`, for calibration)."""
+    the novelty at each of those k too (:attr:`TrackScores.novelty_by_k`, for calibration).
+    ``vote_power``: the class-size correction of the vote (see
+    :func:`~musicidx.indexer.neighbours.vote`; 1, what queries use, unless measuring another)."""
     from musicidx.encoder.model import embed
 
     index, _ = make_faiss_index(model.config.embedding_dim, len(ref.feats), "flat")
@@ -406,7 +409,7 @@ def score_tracks(
         nb = Neighbours(wide.ids[:, :k], wide.dist[:, :k])
         for kk, values in by_k.items():
             values[i] = track_novelty(wide, kk)
-        votes = vote(nb, ref_clip_label, n_labels)
+        votes = vote(nb, ref_clip_label, n_labels, power=vote_power)
         pred[i], confidence[i] = int(np.argmax(votes)), float(votes.max())
         novelty[i] = track_novelty(nb, k)
         if ref_kth is not None:

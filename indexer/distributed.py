@@ -40,7 +40,7 @@ import numpy as np
 from musicidx.encoder import errors as _errors
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import DependencyError, MusicIdxError
-from musicidx.encoder.render import SoundFont
+from musicidx.encoder.soundfont import SoundFont
 
 from .features import FeatureCache, TrackFeatures, _cached, _safe_extract, _size, cache_hits
 

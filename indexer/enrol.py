@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from musicidx.encoder.render import matching_soundfont
+from musicidx.encoder.soundfont import matching_soundfont
 
 from .build import Progress, clip_table, prepare_corpus, stack_clips
 from .neighbours import calibrate_threshold, calibration_shortfall, search_outside, track_novelty

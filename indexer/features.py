@@ -23,7 +23,10 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import MusicIdxError
-from musicidx.encoder.render import SoundFont, file_sha256, load_midi, notes_sha256, render_clips
+from musicidx.encoder.fingerprints import file_sha256, notes_sha256
+from musicidx.encoder.midi import load_midi
+from musicidx.encoder.render import render_clips
+from musicidx.encoder.soundfont import SoundFont
 
 #: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture
 #: (2: a fresh synthesiser per file, windows aligned to FluidSynth's blocks).
@@ -43,9 +46,9 @@ class TrackFeatures:
     #: re-orchestrated renderings of the same windows, each like ``feats`` (training augmentation)
     views: tuple[np.ndarray, ...] = ()
     #: the same windows in named orchestrations (``musicidx eval``; see
-    #: :func:`~musicidx.encoder.render.orchestrate`), each like ``feats``
+    #: :func:`~musicidx.encoder.orchestration.orchestrate`), each like ``feats``
     orchestrated: dict[str, np.ndarray] = field(default_factory=dict)
-    #: what is played (:func:`~musicidx.encoder.render.notes_sha256`): equal for note-identical files
+    #: what is played (:func:`~musicidx.encoder.fingerprints.notes_sha256`): equal for note-identical files
     notes_sha256: str = ""
 
 
@@ -144,10 +147,10 @@ def extract_file(
 ) -> TrackFeatures:
     """Features of one file, from the cache or by rendering and CQT; with ``variants`` > 0,
     also that many re-orchestrated renderings of the same windows (see
-    :func:`~musicidx.encoder.render.reorchestration`), and the same windows in each of the named
-    ``orchestrations`` (see :func:`~musicidx.encoder.render.orchestrate`)."""
+    :func:`~musicidx.encoder.orchestration.reorchestration`), and the same windows in each of the named
+    ``orchestrations`` (see :func:`~musicidx.encoder.orchestration.orchestrate`)."""
     from musicidx.encoder.frontend import cqt_features
-    from musicidx.encoder.render import orchestrate, reorchestration
+    from musicidx.encoder.orchestration import orchestrate, reorchestration
 
     p = Path(path)
     try:

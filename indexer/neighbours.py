@@ -77,18 +77,24 @@ def relative_novelty(nb: Neighbours, ref_kth: np.ndarray, k: int) -> np.ndarray:
     return own / np.maximum(local, 1e-6)
 
 
-def vote(nb: Neighbours, clip_labels: np.ndarray, n_labels: int, *, balanced: bool = True) -> np.ndarray:
+def vote(
+    nb: Neighbours, clip_labels: np.ndarray, n_labels: int, *, balanced: bool = True, power: float = 1.0
+) -> np.ndarray:
     """Similarity-weighted votes per label summed over every clip's neighbours, normalised
     to sum to 1.  ``clip_labels[id]`` is the label of index clip ``id``.
 
-    With ``balanced`` each label's votes are divided by its share of the index, so that a
-    composer with many tracks does not win by numbers alone (a uniform prior over composers).
+    With ``balanced`` each label's votes are divided by its share of the index raised to
+    ``power``, so that a composer with many tracks does not win by numbers alone: ``power=1``
+    (the default, what every index answers with) is a uniform prior over composers, ``0`` the raw
+    votes, and values between a softer correction (``benchmarks/accuracy/vote_balance.py``).
     """
     valid = nb.ids >= 0
     weights = np.clip(1.0 - nb.dist, 0.0, None)[valid]
     votes = np.bincount(clip_labels[nb.ids[valid]], weights=weights, minlength=n_labels).astype(np.float64)
     if balanced:
         counts = np.bincount(clip_labels, minlength=n_labels).astype(np.float64)
+        if power != 1.0:
+            counts = counts**power
         votes = np.divide(votes, counts, out=np.zeros_like(votes), where=counts > 0)
     total = votes.sum()
     return votes / total if total > 0 else np.full(n_labels, 1.0 / max(n_labels, 1))

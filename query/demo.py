@@ -26,20 +26,21 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import MusicIdxError
-from musicidx.encoder.render import file_sha256
+from musicidx.encoder.fingerprints import file_sha256
 from musicidx.encoder.scores import (
     EXPORT_VERSION,
     ScoreError,
     export_job,
     export_key,
     music21_version,
+    piece_names,
 )
 from musicidx.indexer.build import default_workers
 
@@ -113,26 +114,6 @@ class Recipe:
         return out
 
 
-def _piece_names(composer: str, sources: Sequence[str]) -> list[tuple[str, str]]:
-    """(work, file name) of each source.  A piece in a folder of its own (``mozart/k155/
-    movement2.mxl``) is a movement of the work named by the folder and gets a name in the
-    challenge's ``<title>_<catalogue>_<n>_<rest>`` pattern (``k155_K155_2_movement2.mid``), so
-    :func:`~musicidx.indexer.corpus.work_of` groups its movements; any other piece is a work of
-    its own, named by its stem with underscores made dashes (``Kyrie_00.krn`` -> ``Kyrie-00.mid``)."""
-    seen: dict[str, int] = {}
-    out = []
-    for s in sources:
-        parts = PurePosixPath(s).parts
-        stem = PurePosixPath(s).stem.replace("_", "-")
-        if len(parts) > 2:
-            work = "-".join(parts[1:-1]).replace("_", "-")
-            seen[work] = seen.get(work, 0) + 1
-            out.append((work, f"{work}_{work.upper()}_{seen[work]}_{stem}.mid"))
-        else:
-            out.append((stem, f"{stem}.mid"))
-    return out
-
-
 def parse_recipe(data: Any, *, where: str = "recipe") -> Recipe:
     """Validate a recipe (the parsed JSON) into a :class:`Recipe`; raise :class:`DemoError`
     naming the first problem."""
@@ -181,7 +162,7 @@ def parse_recipe(data: Any, *, where: str = "recipe") -> Recipe:
             raise bad(f"{composer}: held-out {sorted(set(held) - set(sources))} not among its pieces")
         if composer == new and held:
             raise bad(f"{composer} is the new composer: all its pieces are held out, list no 'heldout'")
-        names = _piece_names(composer, sources)
+        names = piece_names(sources)
         if len({n for _, n in names}) != len(names):
             raise bad(f"{composer}: two pieces would be exported under the same file name")
         is_held = [composer == new or s in held for s in sources]

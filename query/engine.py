@@ -5,7 +5,7 @@
 aborted batch.
 
 A query whose notes are a training track's (same fingerprint,
-:func:`~musicidx.encoder.render.notes_sha256`) is that composition: the answer is that track's
+:func:`~musicidx.encoder.fingerprints.notes_sha256`) is that composition: the answer is that track's
 composer with confidence 1, whatever the embedding says.  Closeness in the embedding, which is
 trained to group a composer's pieces, only ranks the nearest tracks.
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
-from musicidx.encoder.render import matching_soundfont
+from musicidx.encoder.soundfont import matching_soundfont
 from musicidx.indexer.corpus import display_name, is_midi_name
 from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote

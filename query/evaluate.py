@@ -8,7 +8,7 @@ of the training works cannot carry it.
 * Open set: leave one composer out; build on the held-in folds of the others, score their
   held-out works (known) and every track of the left-out composer (unknown).
 * Re-orchestration: every held-out track is also rendered in other orchestrations
-  (:data:`~musicidx.encoder.render.ORCHESTRATIONS`: all piano, strings by register, winds by
+  (:data:`~musicidx.encoder.orchestration.ORCHESTRATIONS`: all piano, strings by register, winds by
   register, a seeded random GM mapping) and asked again of the same fold's index: accuracy per
   orchestration, the agreement across them, how far novelty moves; open-set AUROC per orchestration.
 * Seeds: the folds stay fixed (``seed``); the whole evaluation runs once per training seed and
@@ -37,9 +37,11 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.errors import MusicIdxError, install_hint
+from musicidx.encoder.orchestration import ORCHESTRATIONS
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
-from musicidx.encoder.render import ORCHESTRATIONS
 from musicidx.indexer.build import Corpus, Progress, TrackScores, fit_index, prepare_corpus, score_tracks, stack_clips
+
+from .splits import grouped_folds
 
 if TYPE_CHECKING:
     from musicidx.encoder.model import EmbeddingMemo
@@ -47,22 +49,6 @@ if TYPE_CHECKING:
 
 class PlotError(MusicIdxError):
     """Plots were asked for but matplotlib is missing."""
-
-
-def grouped_folds(
-    composers: list[str], works: list[str], *, n_folds: int, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) track indices: works never straddle a split, composers stratified."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    for c in sorted(set(composers)):
-        n_works = len({w for w, k in zip(works, composers) if k == c})
-        if n_works < n_folds:
-            raise MusicIdxError(
-                f"composer {c} has {n_works} work(s); grouped {n_folds}-fold CV needs {n_folds} (use --folds)"
-            )
-    sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return [(np.sort(a), np.sort(b)) for a, b in sgkf.split(np.zeros(len(composers)), composers, works)]
 
 
 def open_set_metrics(

@@ -23,11 +23,11 @@ from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 
 
 def _fluidsynth_missing() -> str | None:
+    from musicidx.encoder.deps import import_fluidsynth
     from musicidx.encoder.errors import DependencyError
-    from musicidx.encoder.render import _import_fluidsynth
 
     try:
-        _import_fluidsynth()
+        import_fluidsynth()
     except DependencyError as e:
         return e.reason
     return None
@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A private cache and a fixed SoundFont for the session; no stray index or recipe from the environment."""
-    from musicidx.encoder.render import bundled_soundfont
+    from musicidx.encoder.soundfont import bundled_soundfont
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
@@ -82,7 +82,7 @@ def train_config() -> TrainConfig:
 
 @pytest.fixture(scope="session")
 def soundfont() -> Any:
-    from musicidx.encoder.render import find_soundfont
+    from musicidx.encoder.soundfont import find_soundfont
 
     return find_soundfont()
 

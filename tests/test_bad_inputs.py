@@ -26,7 +26,9 @@ from midi_factory import CASE_KEYS, Case
 from musicidx.cli import cli
 from musicidx.encoder import errors
 from musicidx.encoder.config import FeatureConfig
-from musicidx.encoder.render import SoundFont, load_midi, render_clips
+from musicidx.encoder.midi import load_midi
+from musicidx.encoder.render import render_clips
+from musicidx.encoder.soundfont import SoundFont
 from musicidx.indexer.corpus import display_name
 from musicidx.query.engine import SCORE_COLUMNS, Searcher
 
@@ -77,7 +79,7 @@ def test_searcher_outcome(bad_corpus: dict[str, Case], key: str, searcher: Searc
 
 def test_unreadable_file_for_a_user_without_permission(good_midi: Path) -> None:
     if os.geteuid() == 0:
-        pytest.skip("running as root, whom file permissions do not stop; test_render.py simulates the denial")
+        pytest.skip("running as root, whom file permissions do not stop; test_midi.py simulates the denial")
     good_midi.chmod(0)
     try:
         with pytest.raises(errors.InvalidMidiError, match=r"cannot read file \(Permission denied\)"):

@@ -16,6 +16,7 @@ from musicidx.indexer.build import (
     TrackScores,
     majority_baseline,
     prepare_corpus,
+    score_tracks,
     single_work_composers,
     split_by_work,
     thin_clips,
@@ -105,6 +106,34 @@ def test_track_scores_accuracy_and_balanced_accuracy() -> None:
     assert s.accuracy() == (0.75, 0.5)  # composer 1 never recognised
     empty = TrackScores(np.zeros(0, int), np.zeros(0, int), np.zeros(0), np.zeros(0))
     assert all(np.isnan(v) for v in empty.accuracy())
+
+
+class _FirstTwoBins:
+    """A stand-in encoder: a clip's embedding is its first frame's first two bins, normalised."""
+
+    config = type("Config", (), {"embedding_dim": 2})
+
+    def eval(self) -> _FirstTwoBins:
+        return self
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        return torch.nn.functional.normalize(x[:, :2, 0], dim=1)
+
+
+def test_score_tracks_votes_with_the_class_size_correction_asked_for() -> None:
+    # three one-clip tracks of composer 0 at (1, 0), one of composer 1 at (0.8, 0.6); the query
+    # clip at (0.9, 0.436) is nearer composer 1's clip: raw votes 2.7 : 0.98, balanced 0.9 : 0.98
+    ref = ClipArrays(np.array([[[1.0], [0.0]]] * 3 + [[[0.8], [0.6]]]), np.arange(4), np.zeros(4))
+    query = ClipArrays(np.array([[[0.9], [0.436]]]), np.array([4]), np.zeros(1))
+    labels = np.array([0, 0, 0, 1, 1])
+    kw: dict[str, Any] = {"n_labels": 2, "k": 4}
+    assert score_tracks(_FirstTwoBins(), ref, labels[ref.track], query, labels, **kw).pred.tolist() == [1]
+    raw = score_tracks(_FirstTwoBins(), ref, labels[ref.track], query, labels, vote_power=0.0, **kw)
+    q = np.array([0.9, 0.436]) / np.hypot(0.9, 0.436)
+    votes_0, votes_1 = 3 * q[0], q @ [0.8, 0.6]  # similarity-weighted
+    assert raw.pred.tolist() == [0] and raw.confidence[0] == pytest.approx(votes_0 / (votes_0 + votes_1), rel=1e-5)
 
 
 def test_a_corpus_of_only_bad_files_is_refused(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def test_missing_music21_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_export_one_chorale_quietly(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("music21")
-    from musicidx.encoder.render import load_midi
+    from musicidx.encoder.midi import load_midi
 
     dest = tmp_path / "sub" / "bwv66.6.mid"
     export_piece("bach/bwv66.6.mxl", dest, program=0)
@@ -201,7 +201,7 @@ def test_export_one_chorale_quietly(tmp_path: Path, capfd: pytest.CaptureFixture
 
 def test_export_sets_the_program_everywhere(tmp_path: Path) -> None:
     pytest.importorskip("music21")
-    from musicidx.encoder.render import load_midi
+    from musicidx.encoder.midi import load_midi
 
     export_piece("palestrina/Kyrie_00.krn", tmp_path / "a.mid", program=None)  # music21 assigns 'Voice Oohs'
     assert {i.program for i in load_midi(tmp_path / "a.mid").instruments} == {53}

@@ -48,3 +48,26 @@ def test_the_readmes_query_output_has_the_shape_the_code_prints() -> None:
     labels = [line[:15] for line in block if line.strip()]
     assert labels[1:4] == ["  composer     ", "  vote         ", "  verdict      "]
     assert set(labels[4:]) == {"  nearest      "}
+
+
+def _expand(pattern: str) -> list[str]:
+    """``a_{x,y}.json`` -> ``a_x.json``, ``a_y.json`` (one brace group at most)."""
+    m = re.search(r"\{([^}]*)\}", pattern)
+    return [pattern[: m.start()] + alt + pattern[m.end() :] for alt in m.group(1).split(",")] if m else [pattern]
+
+
+def test_every_benchmark_the_docs_name_exists_and_every_one_is_mapped() -> None:
+    """The documents run benchmarks as modules (``python -m benchmarks.<group>.<script>``; the map in
+    benchmarks/README.md writes ``b.`` for ``benchmarks.``) and name their results files: each must
+    exist, and benchmarks/README.md must name every script."""
+    names = ("BENCHMARKS.md", "README.md", "benchmarks/README.md", "Makefile", "docs/DESIGN.md")
+    text = "\n".join(_read(n) for n in names)
+    modules = set(re.findall(r"\b(?:benchmarks|b)\.(perf|accuracy|data|tables)\.(\w+)", text))
+    assert len(modules) > 15
+    assert [f"{g}.{s}" for g, s in sorted(modules) if not (REPO / "benchmarks" / g / f"{s}.py").is_file()] == []
+    files = set(re.findall(r"benchmarks/(?:perf|accuracy|data|tables|results|recipes)/[\w.*{},-]*", text))
+    files |= {f"benchmarks/{r}" for r in re.findall(r"`(results/[\w.*{},-]+)`", _read("benchmarks/README.md"))}
+    assert [f for f in sorted(files) for p in _expand(f) if not list(REPO.glob(p))] == []
+    mapped = _read("benchmarks/README.md")
+    scripts = [p.stem for g in ("perf", "accuracy", "data", "tables") for p in (REPO / "benchmarks" / g).glob("*.py")]
+    assert [s for s in scripts if s != "__init__" and f"`{s}`" not in mapped and f"{s}`" not in mapped] == []

@@ -11,7 +11,8 @@ import pytest
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.errors import InvalidMidiError, MusicIdxError, SynthesisError
-from musicidx.encoder.render import SoundFont, file_sha256
+from musicidx.encoder.fingerprints import file_sha256
+from musicidx.encoder.soundfont import SoundFont
 from musicidx.indexer.build import TrainedCache
 from musicidx.indexer.features import FEATURES_VERSION, FeatureCache, extract_file, extract_many
 

@@ -30,7 +30,10 @@ from midi_factory import TRACK_NAMES
 
 from musicidx.cli import cli
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
-from musicidx.encoder.render import clip_starts, file_sha256, find_soundfont, load_midi
+from musicidx.encoder.fingerprints import file_sha256
+from musicidx.encoder.midi import load_midi
+from musicidx.encoder.render import clip_starts
+from musicidx.encoder.soundfont import find_soundfont
 from musicidx.indexer.corpus import work_of
 from musicidx.indexer.store import CLIPS_SCHEMA, FORMAT_VERSION, load_index, package_version
 from musicidx.query.engine import SCORE_COLUMNS, Searcher

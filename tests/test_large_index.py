@@ -3,7 +3,7 @@ filled shard by shard, the clip table as Parquet parts, format 2 indexes still l
 memory and recall figures the manifest and ``musicidx info`` report.
 
 IVF-PQ is forced on a few thousand clustered random vectors by lowering the size thresholds, so
-these tests stay fast; ``benchmarks/faiss_large.py`` measures the real sizes.
+these tests stay fast; ``benchmarks/perf/faiss_large.py`` measures the real sizes.
 """
 
 from __future__ import annotations

@@ -91,6 +91,15 @@ def test_balanced_vote_divides_by_each_composers_share() -> None:
     np.testing.assert_allclose(vote(nb, labels, 2), [(2 / 3) / (2 / 3 + 1), 1 / (2 / 3 + 1)])
 
 
+def test_vote_power_softens_the_class_size_correction() -> None:
+    labels = np.array([0, 0, 0, 0, 1])  # composer 0 has four clips, composer 1 one
+    nb = _nb([[0, 1, 4]], [[0.0, 0.0, 0.0]])  # raw votes 2 : 1
+    np.testing.assert_array_equal(vote(nb, labels, 2, power=1.0), vote(nb, labels, 2))
+    np.testing.assert_allclose(vote(nb, labels, 2, power=0.0), vote(nb, labels, 2, balanced=False))
+    np.testing.assert_allclose(vote(nb, labels, 2, power=0.5), [(2 / 2) / (2 / 2 + 1), 1 / (2 / 2 + 1)])
+    np.testing.assert_allclose(vote(nb, labels, 2, balanced=False, power=0.5), [2 / 3, 1 / 3])  # unbalanced: no effect
+
+
 def test_vote_ignores_padding_and_negative_similarity_and_falls_back_to_uniform() -> None:
     labels = np.array([0, 1, 2])
     only_padding = _nb([[-1, -1]], [[np.inf, np.inf]])

@@ -68,8 +68,8 @@ def test_replace_leaves_none_alone() -> None:
 def test_an_encoder_fixes_the_cqt_it_learned(tmp_path: Path) -> None:
     import torch
 
+    from musicidx.encoder.fingerprints import file_sha256
     from musicidx.encoder.model import Encoder
-    from musicidx.encoder.render import file_sha256
 
     model, feats = ModelConfig(channels=(4,), embedding_dim=8), FeatureConfig()
     pt = tmp_path / "w.pt"

@@ -1,6 +1,6 @@
 """Exact copies win: a query playing a training track's notes is that track's composition.
 
-"Same composition" comes from the notes (:func:`~musicidx.encoder.render.notes_sha256`, kept per
+"Same composition" comes from the notes (:func:`~musicidx.encoder.fingerprints.notes_sha256`, kept per
 track in ``clips.parquet``), not from closeness in an embedding trained to group a composer's
 pieces: a re-saved or re-orchestrated copy is answered with its track's composer, confidence 1;
 a piece with other notes (another movement, one note changed) is not the same composition.
@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from midi_factory import TRACK_NAMES
 
-from musicidx.encoder.render import load_midi, notes_sha256
+from musicidx.encoder.fingerprints import notes_sha256
+from musicidx.encoder.midi import load_midi
 
 # ------------------------------------------------------------------------------ the fingerprint
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tiny import SHARED_DATA
 
 from musicidx.cli import cli
-from musicidx.encoder.render import SoundFont
+from musicidx.encoder.soundfont import SoundFont
 from musicidx.indexer.corpus import work_of
 
 pytestmark = [
@@ -69,7 +69,8 @@ def test_small_build_then_score_two_test_files(tmp_path: Path, tiny_cli_defaults
 
 def test_the_two_files_the_seed_could_not_convert_render_to_audio(soundfont: SoundFont) -> None:
     from musicidx.encoder.config import FeatureConfig
-    from musicidx.encoder.render import load_midi, render_clips
+    from musicidx.encoder.midi import load_midi
+    from musicidx.encoder.render import render_clips
 
     cfg = FeatureConfig(clips_per_track=2)
     for name in (

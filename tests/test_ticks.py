@@ -16,9 +16,9 @@ import pretty_midi
 import pytest
 from tiny import FEATURES
 
-from musicidx.encoder import render
+from musicidx.encoder import midi
 from musicidx.encoder.errors import InvalidMidiError
-from musicidx.encoder.render import load_midi
+from musicidx.encoder.midi import load_midi
 
 TPB = 10_080  # music21's ticks per beat
 BEATS = 1_100  # 11.1 million ticks: 9 min 10 s at 120 BPM
@@ -61,7 +61,7 @@ def test_a_file_past_pretty_midis_tick_limit_is_read_with_its_timing(tmp_path: P
 
 
 def test_the_tick_grid_is_kept_below_pretty_midis_limit() -> None:
-    assert render.MAX_TICKS < pretty_midi.pretty_midi.MAX_TICK
+    assert midi.MAX_TICKS < pretty_midi.pretty_midi.MAX_TICK
 
 
 def _one_note_then(path: Path, *, tpb: int, rest_ticks: int) -> Path:

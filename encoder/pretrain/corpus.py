@@ -43,7 +43,7 @@ class Piece:
 
 
 def load_heldout() -> dict[str, Any]:
-    """The shipped hold-out list (see ``benchmarks/heldout_list.py``)."""
+    """The shipped hold-out list (see ``benchmarks/data/heldout_list.py``)."""
     try:
         text = resources.files(__package__ or "musicidx.encoder.pretrain").joinpath("heldout.json").read_text()
         data: dict[str, Any] = json.loads(text)
@@ -199,7 +199,7 @@ def export_corpus(
 ) -> tuple[list[tuple[Piece, str]], dict[str, str]]:
     """Export every piece not yet in ``WORK/pieces.json`` (or whose file changed); returns the
     exported pieces with their MIDI files' sha256, and the reason of every piece skipped."""
-    from ..render import file_sha256
+    from ..fingerprints import file_sha256
     from ..scores import export_key, export_many, music21_version
 
     m21 = music21_version()

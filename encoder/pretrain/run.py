@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..render import file_sha256
+from ..fingerprints import file_sha256
 from .config import PretrainConfig, PretrainError
 from .corpus import Piece, export_corpus, load_heldout, plan_corpus, write_json
 from .views import render_corpus, views_path

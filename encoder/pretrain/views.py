@@ -37,7 +37,7 @@ def resolve_soundfonts(names: Sequence[str]) -> list[Any]:
     """The recipe's SoundFonts by file name, looked up in the system's SoundFont folders (and
     pretty_midi's bundled TimGM6mb); :class:`PretrainError` naming the missing ones and the
     Debian packages that ship them."""
-    from ..render import SoundFont, bundled_soundfont, soundfont_sha256
+    from ..soundfont import SoundFont, bundled_soundfont, soundfont_sha256
 
     found, missing = [], []
     for name in names:
@@ -76,7 +76,7 @@ def view_params(sha256: str, view: int, spec: ViewSpec) -> ViewParams:
 
 def transformed(pm: Any, p: ViewParams, *, key: str, view: int) -> Any:
     """``pm`` orchestrated, transposed and played at ``p.tempo`` times the speed (a new object)."""
-    from ..render import orchestrate
+    from ..orchestration import orchestrate
 
     out = orchestrate(pm, p.orchestration, key=key, seed=view) if p.orchestration != "as_written" else pm
     out = copy.deepcopy(out)
@@ -99,7 +99,8 @@ def render_views(
     """``(views, clips, bins, frames)`` float16 log-CQT of one piece, its window starts and the
     parameters of every view; ``synths[i]`` is an open synthesiser of ``soundfonts[i]``."""
     from ..frontend import cqt_features
-    from ..render import clip_starts, load_midi, render_clips
+    from ..midi import load_midi
+    from ..render import clip_starts, render_clips
 
     pm = load_midi(path)
     starts = clip_starts(pm, replace(features, clips_per_track=spec.clips_per_piece))

@@ -48,7 +48,8 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, DependencyError, InvalidMidiError, MusicIdxError
-from musicidx.encoder.render import MAX_FILE_BYTES, SoundFont
+from musicidx.encoder.midi import MAX_FILE_BYTES
+from musicidx.encoder.soundfont import SoundFont
 
 #: Files admitted beyond those being worked on (the queue), by default.
 DEFAULT_QUEUE = 32
@@ -198,11 +199,11 @@ def _init_worker() -> None:
 
     import torch
 
-    from musicidx.encoder.render import _import_fluidsynth
+    from musicidx.encoder.deps import import_fluidsynth
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
     torch.set_num_threads(1)
-    _import_fluidsynth()
+    import_fluidsynth()
 
 
 @dataclass(frozen=True)
@@ -249,9 +250,9 @@ def _trim() -> None:
 
 def warm_up_piece(path: Path) -> Path:
     """A 12-second piece for piano, strings and drums, to render at start-up."""
-    from musicidx.encoder.render import _quiet_pretty_midi
+    from musicidx.encoder.deps import import_pretty_midi
 
-    pretty_midi = _quiet_pretty_midi()
+    pretty_midi = import_pretty_midi()
     pm = pretty_midi.PrettyMIDI()
     for program, is_drum, pitches in ((0, False, (60, 64, 67, 72)), (48, False, (48, 55)), (0, True, (36, 38, 42))):
         inst = pretty_midi.Instrument(program, is_drum=is_drum)
@@ -264,7 +265,8 @@ def warm_up_piece(path: Path) -> Path:
 def render_wav(path: str, start: float, *, features: FeatureConfig, soundfont: SoundFont) -> bytes | MusicIdxError:
     """In a worker: the clip window at ``start`` seconds of a MIDI file as the index hears it
     (its sample rate and SoundFont), as a 16-bit mono WAV, peak-normalised for listening."""
-    from musicidx.encoder.render import load_midi, render_clips
+    from musicidx.encoder.midi import load_midi
+    from musicidx.encoder.render import render_clips
 
     try:
         pm = load_midi(path)
@@ -550,7 +552,7 @@ class QueryService:
         ``midi_dirs`` or the build's ``corpus_root``, with the content it was indexed with, and the
         clip's exact start.  :class:`NotFound` when the index has no such clip or the file is gone
         or changed."""
-        from musicidx.encoder.render import file_sha256
+        from musicidx.encoder.fingerprints import file_sha256
 
         gen = self.generation
         exact, sha = gen.clip(track, start)

@@ -1,0 +1,1 @@
+"""Accuracy experiments: recipes and encoders judged by `musicidx eval` and cross-corpus, baselines."""

@@ -1,0 +1,1 @@
+"""Table printers: the results files as the Markdown tables of BENCHMARKS.md."""
