@@ -12,11 +12,15 @@ measurements.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tiny import SyntheticIndex
 
-from musicidx.indexer.manifest import Manifest
+from musicidx.indexer.format import read_index
+from musicidx.indexer.manifest import IndexFormatError, Manifest, read_manifest
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -60,3 +64,49 @@ def test_keys_this_version_does_not_know_are_kept() -> None:
     m = Manifest.from_dict(data)
     assert m.extra == {"written_by_a_newer_minor": {"x": [1, 2]}}
     assert json.loads(m.to_json()) == data
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """Set the manifest field at dotted ``path`` (``[0]`` indexes a list)."""
+
+    def change(m: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        for p in parents:
+            m = m[int(p)] if p.isdigit() else m[p]
+        m[last] = value
+
+    return change
+
+
+BAD_FIELDS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "threshold a string": (_set("novelty.threshold", "x"), r"novelty.threshold is 'x', not a number"),
+    "k a boolean": (_set("k", True), r"k is True, not an integer"),
+    "no counts": (lambda m: m.pop("counts"), r"no counts"),
+    "composers a list": (_set("composers", ["Alpha"]), r"composers is \['Alpha'\], not an object"),
+    "a count missing": (lambda m: m["counts"].pop("works"), r"no counts.works"),
+    "thresholds not by k": (
+        _set("novelty.thresholds_by_k", {"four": 0.5}),
+        r"novelty.thresholds_by_k is \{'four': 0.5\}, not numbers by k",
+    ),
+    "soundfont a string": (_set("soundfont", "TimGM6mb.sf2"), r"soundfont is 'TimGM6mb.sf2', not an object"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_FIELDS, ids=list(BAD_FIELDS))
+def test_a_field_of_the_wrong_type_is_refused_in_one_line(synthetic_index: SyntheticIndex, bad: str) -> None:
+    change, reason = BAD_FIELDS[bad]
+    path = synthetic_index.path / "manifest.json"
+    m = json.loads(path.read_text())
+    change(m)
+    path.write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match=rf"^{path}: manifest.json is missing or has bad fields \({reason}\)$"):
+        read_index(synthetic_index.path)
+    with pytest.raises(IndexFormatError) as info:
+        read_manifest(synthetic_index.path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_saved_manifest_reads_back_equal(synthetic_index: SyntheticIndex) -> None:
+    m = read_manifest(synthetic_index.path)
+    assert m.to_json() == (synthetic_index.path / "manifest.json").read_text()
+    assert m.encoder_sha256 is not None and m.novelty.thresholds_by_k is None  # absent stays absent
