@@ -1,13 +1,16 @@
 """musicidx.indexer: a folder of labelled MIDI -> an index directory.
 
 Corpus scan (:mod:`.corpus`), cached parallel feature extraction (:mod:`.features`), training
-and calibration (:mod:`.build`), the on-disk format (:mod:`.store`) and the k-NN statistics
-shared with queries (:mod:`.neighbours`).
+and calibration (:mod:`.build`), ``add`` (:mod:`.enrol`), the k-NN statistics shared with queries
+(:mod:`.neighbours`), and the index itself: its manifest and layout (:mod:`.manifest`, on
+:mod:`.records`), its contents saved and read whole (:mod:`.format`), the ANN index
+(:mod:`.ann`) and the safe destination with its lock and atomic swap (:mod:`.destination`).
 """
 
 from .build import BuildReport, Corpus, FitReport, build_index, fit_index, prepare_corpus
 from .corpus import CorpusError, Track, scan_corpus, work_of
-from .store import FORMAT_VERSION, IndexContents, IndexFormatError, load_index, save_index
+from .format import IndexContents, read_index, save_index
+from .manifest import FORMAT_VERSION, IndexFormatError, Manifest
 
 __all__ = [
     "FORMAT_VERSION",
@@ -17,11 +20,12 @@ __all__ = [
     "FitReport",
     "IndexContents",
     "IndexFormatError",
+    "Manifest",
     "Track",
     "build_index",
     "fit_index",
-    "load_index",
     "prepare_corpus",
+    "read_index",
     "save_index",
     "scan_corpus",
     "work_of",

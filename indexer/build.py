@@ -27,15 +27,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
 from musicidx.encoder.soundfont import SoundFont, find_soundfont
 
+from .ann import index_embeddings, make_faiss_index
 from .corpus import CorpusError, Track, check_corpus_folder, scan_corpus
+from .destination import check_index_destination, describe_holder, index_lock
 from .features import FEATURES_VERSION, TrackFeatures, extract_many
+from .format import ClipSource, IndexContents, clip_table, save_index
+from .manifest import (
+    FORMAT_VERSION,
+    SEEN_IN_TRAINING_HOW,
+    CalibratedOn,
+    Counts,
+    EncoderOrigin,
+    FaissEntry,
+    Manifest,
+    Novelty,
+    RayRecord,
+    Skipped,
+    SoundFontRecord,
+    TrainingRecord,
+    Validation,
+    package_version,
+    utc_now,
+)
 from .neighbours import (
     MIN_CALIBRATION_TRACKS,
     MIN_CALIBRATION_WORKS,
@@ -48,19 +67,6 @@ from .neighbours import (
     search_outside,
     track_novelty,
     vote,
-)
-from .store import (
-    FORMAT_VERSION,
-    SEEN_IN_TRAINING_HOW,
-    IndexContents,
-    check_index_destination,
-    describe_holder,
-    index_embeddings,
-    index_lock,
-    make_faiss_index,
-    package_version,
-    save_index,
-    utc_now,
 )
 
 if TYPE_CHECKING:
@@ -92,6 +98,13 @@ class Corpus:
     @property
     def cached_tracks(self) -> int:
         return sum(f.cached for f in self.features)
+
+    def clip_sources(self) -> list[ClipSource]:
+        """What the clip table records of each track (see :func:`~musicidx.indexer.format.clip_table`)."""
+        return [
+            ClipSource(t.composer, t.work, t.rel_path, f.sha256, f.notes_sha256)
+            for t, f in zip(self.tracks, self.features)
+        ]
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> Corpus:
         return Corpus(
@@ -274,7 +287,7 @@ class FitReport:
     baseline: dict[str, Any] = field(default_factory=dict)
     single_work_composers: list[str] = field(default_factory=list)  # never validated: all in training
     warnings: list[str] = field(default_factory=list)  # what the corpus leaves untested, in words
-    encoder: dict[str, Any] | None = None  # the pretrained weights started from, and whether fine-tuned
+    encoder: EncoderOrigin | None = None  # the pretrained weights started from, and how they were used
     #: why the threshold cannot back a verdict (too few held-out tracks or works), ``None`` when it can
     uncalibrated_reason: str | None = None
 
@@ -501,7 +514,7 @@ def fit_index(
     index, faiss_entry = index_embeddings(emb, r.faiss, seed=r.train.seed)
     if progress is not None:
         progress("indexing", 1, 1)
-    clips = clip_table(corpus, every)
+    clips = clip_table(corpus.clip_sources(), every.track, every.start, clip_seconds=corpus.feature_config.clip_seconds)
     timings["index"] = time.monotonic() - t0
 
     report = FitReport(
@@ -517,13 +530,13 @@ def fit_index(
         k=r.k,
         best_epoch=result.best_epoch,
         history=[h.__dict__ for h in result.history],
-        faiss_kind=faiss_entry["type"],
+        faiss_kind=faiss_entry.type,
         seconds=timings,
         thresholds_by_k=cal.thresholds,
         baseline=baseline,
         single_work_composers=single,
         warnings=warnings,
-        encoder=None if pretrained is None else {**pretrained, "finetuned": r.finetune, "head": r.head},
+        encoder=None if pretrained is None else EncoderOrigin(**pretrained, finetuned=r.finetune, head=r.head),
         uncalibrated_reason=shortfall,
     )
     ids = val_idx if len(val_idx) else tr_idx
@@ -635,73 +648,42 @@ def _calibrate(
     return Calibration(thresholds, len(val_tracks), works, acc, bacc, how, seen_in_training=seen)
 
 
-def clip_table(corpus: Corpus, every: ClipArrays, *, first_clip: int = 0, first_track: int = 0) -> pa.Table:
-    """The clip table of ``every`` (clips of ``corpus``' tracks): one row per clip, ids from 0 -- or,
-    for rows ``add`` appends to an index, clip ids from ``first_clip`` and the tracks numbered in
-    order from ``first_track``."""
-    track_id = every.track
-    if first_clip or first_track:
-        order = {int(t): first_track + j for j, t in enumerate(np.unique(every.track))}
-        track_id = np.array([order[int(t)] for t in every.track], dtype=np.int64)
-    return pa.table(
-        {
-            "clip_id": np.arange(first_clip, first_clip + len(every.track), dtype=np.int64),
-            "track_id": track_id.astype(np.int32),
-            "composer": [corpus.tracks[t].composer for t in every.track],
-            "work": [corpus.tracks[t].work for t in every.track],
-            "path": [corpus.tracks[t].rel_path for t in every.track],
-            "sha256": [corpus.features[t].sha256 for t in every.track],
-            "notes_sha256": [corpus.features[t].notes_sha256 for t in every.track],
-            "start_s": every.start.astype(np.float64),
-            "dur_s": np.full(len(every.track), corpus.feature_config.clip_seconds),
-        }
-    )
-
-
 def _manifest(
-    corpus: Corpus, r: Recipe, report: FitReport, faiss_entry: dict[str, Any], cal: Calibration, ids: list[int]
-) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        "musicidx_version": package_version(),
-        "created": utc_now(),
-        "recipe": r.to_dict(),
-        "features": corpus.feature_config.to_dict(),
-        "model": r.model.to_dict(),
-        "encoder": report.encoder or {"name": None, "trained_in_build": True},
-        "training": {**r.train.to_dict(), "best_epoch": report.best_epoch, "history": report.history},
-        "embedding_dim": r.model.embedding_dim,
-        "soundfont": corpus.soundfont.to_dict(),
-        "composers": {c: sum(t.composer == c for t in corpus.tracks) for c in report.composers},
-        "counts": {"tracks": report.n_tracks, "clips": report.n_clips, "works": report.n_works},
-        "faiss": faiss_entry,
-        "k": r.k,
-        "novelty": {
-            "threshold": report.threshold,
-            "thresholds_by_k": {str(kk): t for kk, t in cal.thresholds.items()},
-            "statistic": "median over a track's clips of the cosine distance to the k-th nearest index clip",
-            "accept_rate": r.accept_rate,
-            "calibrated_on": {
-                "tracks": cal.tracks,
-                "works": cal.works,
-                "how": cal.how,
-                "track_ids": ids,
-                "seen_in_training": cal.seen_in_training,
-            },
+    corpus: Corpus, r: Recipe, report: FitReport, faiss_entry: FaissEntry, cal: Calibration, ids: list[int]
+) -> Manifest:
+    on = CalibratedOn(cal.tracks, cal.works, cal.how, tuple(ids), cal.seen_in_training)
+    baseline = report.baseline
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        musicidx_version=package_version(),
+        created=utc_now(),
+        recipe=r,
+        features=corpus.feature_config,
+        model=r.model,
+        encoder=report.encoder or EncoderOrigin(None),
+        training=TrainingRecord(r.train, report.best_epoch, tuple(report.history)),
+        embedding_dim=r.model.embedding_dim,
+        soundfont=SoundFontRecord.from_dict(corpus.soundfont.to_dict()),
+        composers={c: sum(t.composer == c for t in corpus.tracks) for c in report.composers},
+        counts=Counts(report.n_tracks, report.n_clips, report.n_works),
+        faiss=faiss_entry,
+        k=r.k,
+        novelty=Novelty(
+            report.threshold,
+            thresholds_by_k=dict(cal.thresholds),
+            statistic="median over a track's clips of the cosine distance to the k-th nearest index clip",
+            accept_rate=r.accept_rate,
+            calibrated_on=on,
             # whether the threshold may back a verdict (queries give none when it may not)
-            "calibrated": report.uncalibrated_reason is None,
-            "uncalibrated_reason": report.uncalibrated_reason,
-            "min_calibration": {"tracks": MIN_CALIBRATION_TRACKS, "works": MIN_CALIBRATION_WORKS},
-        },
-        "validation": {
-            "tracks": report.val_tracks,
-            "accuracy": cal.accuracy,
-            "balanced_accuracy": cal.balanced_accuracy,
-            "majority_baseline": report.baseline,
-            "single_work_composers": report.single_work_composers,
-        },
-        "warnings": report.warnings,
-    }
+            calibrated=report.uncalibrated_reason is None,
+            uncalibrated_reason=report.uncalibrated_reason,
+            min_calibration={"tracks": MIN_CALIBRATION_TRACKS, "works": MIN_CALIBRATION_WORKS},
+        ),
+        validation=Validation(
+            report.val_tracks, cal.accuracy, cal.balanced_accuracy, baseline, tuple(report.single_work_composers)
+        ),
+        warnings=tuple(report.warnings),
+    )
 
 
 def leave_one_work_out_scores(
@@ -845,14 +827,16 @@ def build_index(
 
     ``out`` must be new, empty, or an index musicidx wrote, and must neither be, lie inside nor
     contain ``midi_dir``; anything else is refused before any work (see
-    :func:`~musicidx.indexer.store.check_index_destination`).
+    :func:`~musicidx.indexer.destination.check_index_destination`).
 
     ``ray``: ``"auto"`` or a cluster address to run feature extraction and embedding as Ray
     Data stages (see :mod:`musicidx.indexer.distributed`); the index is the one a local build
     makes.  ``None`` (the default) never imports Ray.
 
-    One build at a time writes ``out``: another one holding its lock (:func:`~musicidx.indexer.store.index_lock`)
-    is an :class:`~musicidx.indexer.store.IndexBusyError` before any work, or with ``wait`` is waited for."""
+    One build at a time writes ``out``: another one holding its lock (:func:`~musicidx.indexer.destination.index_lock`)
+    is an :class:`~musicidx.indexer.destination.IndexBusyError` before any work, or with ``wait`` is waited for.
+
+    (Over 60 lines for its 17 keyword options and this docstring; the steps are the functions it calls.)"""
     began = time.monotonic()
     check_corpus_folder(midi_dir)
     check_index_destination(out, source=midi_dir)  # fail now, not after training; never destroy a user's folder
@@ -874,24 +858,12 @@ def build_index(
             ray=session,
         )
         contents, fit = fit_index(corpus, recipe=r, progress=progress, ray=session)
-        contents.manifest["skipped"] = [{"path": p, "reason": r} for p, r in corpus.skipped]
-        contents.manifest["corpus_root"] = str(Path(midi_dir).resolve())  # what clips.parquet's paths are relative to
+        contents.manifest = _with_build_record(contents.manifest, corpus, midi_dir, session)
         cluster = None if session is None else session.describe()
-        if session is not None:
-            contents.manifest["ray"] = {
-                "nodes": session.nodes,
-                "cpus": session.cpus,
-                "started_locally": session.started,
-            }
-        contents.manifest["soundfont"]["rendered_seconds"] = corpus.rendered_seconds
         t0 = time.monotonic()
         save_index(contents, out)
-        seconds = {
-            "features": corpus.seconds,
-            **fit.seconds,
-            "save": time.monotonic() - t0,
-            "total": time.monotonic() - began,
-        }
+        seconds = {"features": corpus.seconds, **fit.seconds, "save": time.monotonic() - t0}
+        seconds["total"] = time.monotonic() - began
         return BuildReport(
             Path(out),
             fit,
@@ -903,6 +875,18 @@ def build_index(
             cluster,
             describe_holder(lock.taken_over) if lock.taken_over else None,
         )
+
+
+def _with_build_record(m: Manifest, corpus: Corpus, midi_dir: str | Path, session: RaySession | None) -> Manifest:
+    """``m`` with what the build saw besides the fit: the files it skipped, the folder the clip
+    table's paths are relative to, the Ray cluster, and the seconds of audio it rendered."""
+    return dataclasses.replace(
+        m,
+        skipped=tuple(Skipped(p, why) for p, why in corpus.skipped),
+        corpus_root=str(Path(midi_dir).resolve()),
+        ray=None if session is None else RayRecord(session.nodes, session.cpus, session.started),
+        soundfont=dataclasses.replace(m.soundfont, rendered_seconds=corpus.rendered_seconds),
+    )
 
 
 def _cluster(address: str | None) -> AbstractContextManager[RaySession | None]:

@@ -21,12 +21,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from musicidx import __version__
 from musicidx.encoder.errors import MusicIdxError, install_hint
+
+if TYPE_CHECKING:
+    from musicidx.indexer.manifest import EncoderOrigin, FaissEntry, Manifest, Novelty
 
 EXIT_ERROR, EXIT_PARTIAL = 1, 3
 DEFAULT_INDEX = "musicidx-index"
@@ -324,10 +327,10 @@ def add(midi_dir: Path, index_dir: Path, workers: int | None, soundfont: Path | 
 @json_option
 def info(index_dir: Path, as_json: bool) -> None:
     """Show an index's manifest."""
-    from musicidx.indexer.store import load_index
+    from musicidx.indexer.format import read_index
 
-    m = load_index(index_dir).manifest
-    click.echo(_json(m) if as_json else _render_info(m, index_dir))
+    m = read_index(index_dir).manifest
+    click.echo(_json(m.to_dict()) if as_json else _render_info(m, index_dir))
 
 
 @cli.command()
@@ -607,7 +610,7 @@ def _build_dict(r: Any) -> dict[str, Any]:
         "calibrated": f.calibrated,
         "uncalibrated_reason": f.uncalibrated_reason,
         "best_epoch": f.best_epoch,
-        "encoder": f.encoder,
+        "encoder": f.encoder.to_dict() if f.encoder else None,
         "faiss": f.faiss_kind,
         "soundfont": r.soundfont.name,
         "rendered_seconds": r.rendered_seconds,
@@ -630,7 +633,7 @@ def _render_build(r: Any) -> str:
         f"balanced accuracy {_fmt(f.val_balanced_accuracy)}"
         + (
             " (each against the other works)"
-            if f.encoder and not f.encoder.get("finetuned") and not f.encoder.get("head")
+            if f.encoder and not f.encoder.finetuned and not f.encoder.head
             else f" (best epoch {f.best_epoch})"
         ),
         f"baseline     always answering {f.baseline['composer']} (most tracks) would score accuracy "
@@ -814,67 +817,65 @@ def _render_add(r: Any) -> str:
     return "\n".join(lines)
 
 
-def _faiss_lines(f: dict[str, Any]) -> list[str]:
-    if "bytes_per_vector" not in f:
+def _faiss_lines(f: FaissEntry) -> list[str]:
+    if f.bytes_per_vector is None or f.recall_at_10 is None:
         return ["  measured     no memory or recall figures (built before format 3)"]
-    params = ", ".join(f"{k} {v}" for k, v in f["params"].items())
-    r = f["recall_at_10"]
+    params = ", ".join(f"{k} {v}" for k, v in (f.params or {}).items())
+    mapped = f.mapped_bytes_per_vector
     return [
-        f"  chosen       {f['chosen']}" + (f"; {params}" if params else ""),
-        f"  memory       {f['bytes_per_vector']:g} bytes per vector in memory (codes, ids, quantiser)"
-        + (f" + {f['mapped_bytes_per_vector']:g} memory-mapped from disk" if f.get("mapped_bytes_per_vector") else ""),
-        f"  recall@10    {r['value']:.4f} against exact search ({r['queries']} of its own vectors as queries)",
+        f"  chosen       {f.chosen}" + (f"; {params}" if params else ""),
+        f"  memory       {f.bytes_per_vector:g} bytes per vector in memory (codes, ids, quantiser)"
+        + (f" + {mapped:g} memory-mapped from disk" if mapped else ""),
+        f"  recall@10    {f.recall_at_10.value:.4f} against exact search ({f.recall_at_10.queries} of its own vectors "
+        "as queries)",
     ]
 
 
-def _encoder_origin(e: dict[str, Any] | None) -> str:
+def _encoder_origin(e: EncoderOrigin | None) -> str:
     """Where an index's encoder came from, in words (indexes before the recipe say nothing)."""
-    if not e or e.get("name") is None:
+    if e is None or e.name is None:
         return "trained in the build"
-    how = (
-        "fine-tuned in the build"
-        if e.get("finetuned")
-        else "last layer retrained in the build"
-        if e.get("head")
-        else "frozen"
-    )
-    return f"pretrained {e['name']} (sha256 {e['sha256'][:12]}...), {how}"
+    how = "fine-tuned in the build" if e.finetuned else "last layer retrained in the build" if e.head else "frozen"
+    return f"pretrained {e.name} (sha256 {(e.sha256 or '')[:12]}...), {how}"
 
 
-def _render_info(m: dict[str, Any], where: Path) -> str:
-    from musicidx.indexer.store import novelty_calibration, thresholds_by_k
+def _novelty_line(nov: Novelty) -> str:
+    calibrated, why = nov.calibration()
+    on = nov.calibrated_on
+    if not calibrated:
+        return f"novelty        threshold {nov.threshold:.4f} UNCALIBRATED: {why}; answers give no new-composer verdict"
+    rate = f" at {nov.accept_rate:.0%} acceptance" if nov.accept_rate is not None else ""
+    held = f", calibrated on {on.tracks} tracks of {on.works} held-out works" if on is not None else ""
+    return f"novelty        threshold {nov.threshold:.4f}{rate}{held}"
 
-    feats, nov, counts = m["features"], m["novelty"], m["counts"]
-    calibrated, why = novelty_calibration(m)
-    val = m.get("validation", {})
+
+def _render_info(m: Manifest, where: Path) -> str:
+    """``musicidx info``: the :class:`~musicidx.indexer.manifest.Manifest` of the index at ``where``."""
+    feats, counts, val = m.features, m.counts, m.validation
+    base = val.majority_baseline if val is not None else None
     return "\n".join(
         [
-            f"index          {where} (format {m['format_version']}, musicidx {m['musicidx_version']}, "
-            f"created {m['created']})",
-            "composers      " + ", ".join(f"{c} ({n})" for c, n in m["composers"].items()),
-            f"counts         {counts['tracks']} tracks, {counts['works']} works, {counts['clips']} clips",
-            f"features       {feats['sample_rate']} Hz, CQT {feats['n_bins']} bins from {feats['fmin']:.1f} Hz, hop "
-            f"{feats['hop_length']}, {feats['clips_per_track']} clips x {feats['clip_seconds']:g}s",
-            f"soundfont      {m['soundfont']['name']} (sha256 {m['soundfont']['sha256'][:12]}...)",
-            f"encoder        {m['embedding_dim']}-d, channels {m['model']['channels']}, "
-            f"sha256 {m['encoder_sha256'][:12]}..., {_encoder_origin(m.get('encoder'))}",
-            f"faiss          {m['faiss']['type']} ({m['faiss']['metric']}), {m['faiss']['ntotal']} vectors, k={m['k']}",
-            *_faiss_lines(m["faiss"]),
-            f"novelty        threshold {nov['threshold']:.4f} at {nov['accept_rate']:.0%} acceptance, calibrated on "
-            f"{nov['calibrated_on']['tracks']} tracks of {nov['calibrated_on']['works']} held-out works"
-            if calibrated
-            else f"novelty        threshold {nov['threshold']:.4f} UNCALIBRATED: {why}; answers give no new-composer "
-            "verdict",
-            "  by k         " + ", ".join(f"k={k} {t:.4f}" for k, t in thresholds_by_k(m).items()),
-            f"validation     accuracy {_fmt(val.get('accuracy'))}, "
-            f"balanced accuracy {_fmt(val.get('balanced_accuracy'))}"
+            f"index          {where} (format {m.format_version}, musicidx {m.musicidx_version}, created {m.created})",
+            "composers      " + ", ".join(f"{c} ({n})" for c, n in m.composers.items()),
+            f"counts         {counts.tracks} tracks, {counts.works} works, {counts.clips} clips",
+            f"features       {feats.sample_rate} Hz, CQT {feats.n_bins} bins from {feats.fmin:.1f} Hz, hop "
+            f"{feats.hop_length}, {feats.clips_per_track} clips x {feats.clip_seconds:g}s",
+            f"soundfont      {m.soundfont.name} (sha256 {m.soundfont.sha256[:12]}...)",
+            f"encoder        {m.embedding_dim}-d, channels {list(m.model.channels)}, "
+            f"sha256 {(m.encoder_sha256 or '')[:12]}..., {_encoder_origin(m.encoder)}",
+            f"faiss          {m.faiss.type} ({m.faiss.metric}), {m.faiss.ntotal} vectors, k={m.k}",
+            *_faiss_lines(m.faiss),
+            _novelty_line(m.novelty),
+            "  by k         " + ", ".join(f"k={k} {t:.4f}" for k, t in m.novelty_thresholds().items()),
+            f"validation     accuracy {_fmt(val.accuracy if val else None)}, "
+            f"balanced accuracy {_fmt(val.balanced_accuracy if val else None)}"
             + (
                 f" (always answering {base['composer']}: {_fmt(base['accuracy'])}, {_fmt(base['balanced_accuracy'])})"
-                if (base := val.get("majority_baseline"))
+                if base
                 else ""
             ),
-            *(f"warning        {w}" for w in m.get("warnings", [])),
-            f"skipped        {len(m.get('skipped', []))} file(s)",
+            *(f"warning        {w}" for w in m.warnings or ()),
+            f"skipped        {len(m.skipped or ())} file(s)",
         ]
     )
 

@@ -30,8 +30,9 @@ from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
 from musicidx.encoder.soundfont import matching_soundfont
 from musicidx.indexer.corpus import display_name, is_midi_name
 from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
+from musicidx.indexer.format import IndexContents, read_index
+from musicidx.indexer.manifest import IndexFormatError, Manifest
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search, vote
-from musicidx.indexer.store import IndexContents, load_index, novelty_calibration, thresholds_by_k
 
 SCORE_DECIMALS = 6
 TIME_DECIMALS = 3
@@ -95,11 +96,11 @@ class Searcher:
         from musicidx.encoder.model import Encoder
 
         self.index_dir = Path(index_dir)
-        self.contents: IndexContents = load_index(index_dir)
+        self.contents: IndexContents = read_index(index_dir)
         m = self.contents.manifest
         self.features: FeatureConfig = self.contents.feature_config
-        self.k = int(k if k is not None else m["k"])
-        self.thresholds_by_k = thresholds_by_k(m)
+        self.k = int(k if k is not None else m.k)
+        self.thresholds_by_k = m.novelty_thresholds()
         n_clips = int(self.contents.faiss_index.ntotal)
         if not 1 <= self.k <= n_clips:
             raise MusicIdxError(f"k={self.k} must be between 1 and the {n_clips} clips of the index", path=index_dir)
@@ -110,22 +111,20 @@ class Searcher:
                 path=index_dir,
             )
         self.threshold = self.thresholds_by_k[self.k]
-        self.calibrated, self.uncalibrated_reason = novelty_calibration(m)
-        self.soundfont = matching_soundfont(m["soundfont"], soundfont)
+        self.calibrated, self.uncalibrated_reason = m.novelty.calibration()
+        self.soundfont = matching_soundfont(m.soundfont.to_dict(), soundfont)
         self.cache = FeatureCache(cache_dir)
         self.model = Encoder(self.contents.model_config, self.features)
         try:
             self.model.load_state_dict(self.contents.encoder_state)
         except RuntimeError as e:
-            from musicidx.indexer.store import IndexFormatError
-
             raise IndexFormatError(
                 f"encoder.pt does not fit the model in the manifest ({str(e)[:200]})", path=self.index_dir
             ) from e
         self.model.eval()
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
         clips = self.contents.clips
-        self.composers: list[str] = sorted(m["composers"])
+        self.composers: list[str] = sorted(m.composers)
         label_of = {c: i for i, c in enumerate(self.composers)}
         self.clip_label = np.array([label_of[c] for c in clips.column("composer").to_pylist()], dtype=np.int64)
         self.clip_track = clips.column("track_id").to_numpy()
@@ -137,7 +136,7 @@ class Searcher:
             self.clip_of_notes.setdefault(notes, i)
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         return self.contents.manifest
 
     def check_features(self, features: FeatureConfig) -> None:
@@ -186,7 +185,7 @@ class Searcher:
             novelty=_score(novelty),
             threshold=_score(self.threshold),
             k=self.k,
-            accept_rate=self.manifest["novelty"].get("accept_rate"),
+            accept_rate=self.manifest.novelty.accept_rate,
             is_new=False
             if same is not None
             else (_score(novelty) > _score(self.threshold) if self.calibrated else None),  # as the reader sees them

@@ -174,11 +174,12 @@ def tiny_cli_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
 def synthetic_index(tmp_path: Path, soundfont: Any) -> SyntheticIndex:
     """A consistent index made without FluidSynth or training: 3 composers x 2 tracks x 2 clips of
     random log-CQT through a freshly initialised tiny encoder. Free to damage."""
-    import pyarrow as pa
     import torch
 
     from musicidx.encoder.model import Encoder, embed
-    from musicidx.indexer.store import FORMAT_VERSION, IndexContents, make_faiss_index, save_index
+    from musicidx.indexer.ann import make_faiss_index
+    from musicidx.indexer.format import ClipSource, IndexContents, clip_table, save_index
+    from musicidx.indexer.manifest import FORMAT_VERSION, Counts, FaissEntry, Manifest, Novelty, SoundFontRecord
 
     gen = np.random.default_rng(3)
     feats = gen.normal(-5.0, 2.0, (12, FEATURES.n_bins, FEATURES.frames_per_clip)).astype(np.float32)
@@ -187,33 +188,24 @@ def synthetic_index(tmp_path: Path, soundfont: Any) -> SyntheticIndex:
     emb = embed(model, feats)
     index, kind = make_faiss_index(MODEL.embedding_dim, len(emb), "flat")
     index.add_with_ids(emb, np.arange(len(emb), dtype=np.int64))
-    track = np.repeat(np.arange(6), 2)
-    composer = [("Alpha", "Beta", "Gamma")[t // 2] for t in track]
-    clips = pa.table(
-        {
-            "clip_id": np.arange(12, dtype=np.int64),
-            "track_id": track.astype(np.int32),
-            "composer": composer,
-            "work": [f"Work {t}_OP{t}" for t in track],
-            "path": [f"{c}/Work {t}_OP{t}_{t}_w.mid" for c, t in zip(composer, track)],
-            "sha256": [f"{t:064x}" for t in track],
-            "notes_sha256": [f"{t + 100:064x}" for t in track],
-            "start_s": np.tile([0.0, 2.0], 6),
-            "dur_s": np.full(12, FEATURES.clip_seconds),
-        }
+    composers = [("Alpha", "Beta", "Gamma")[t // 2] for t in range(6)]
+    tracks = [
+        ClipSource(c, f"Work {t}_OP{t}", f"{c}/Work {t}_OP{t}_{t}_w.mid", f"{t:064x}", f"{t + 100:064x}")
+        for t, c in enumerate(composers)
+    ]
+    clips = clip_table(tracks, np.repeat(np.arange(6), 2), np.tile([0.0, 2.0], 6), clip_seconds=FEATURES.clip_seconds)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        features=FEATURES,
+        model=MODEL,
+        embedding_dim=MODEL.embedding_dim,
+        soundfont=SoundFontRecord.from_dict(soundfont.to_dict()),
+        composers={"Alpha": 2, "Beta": 2, "Gamma": 2},
+        counts=Counts(tracks=6, clips=12, works=6),
+        faiss=FaissEntry(kind, "inner_product", 12),
+        k=4,
+        novelty=Novelty(0.5),
     )
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "features": FEATURES.to_dict(),
-        "model": MODEL.to_dict(),
-        "embedding_dim": MODEL.embedding_dim,
-        "soundfont": soundfont.to_dict(),
-        "composers": {"Alpha": 2, "Beta": 2, "Gamma": 2},
-        "counts": {"tracks": 6, "clips": 12, "works": 6},
-        "faiss": {"type": kind, "metric": "inner_product", "ntotal": 12},
-        "k": 4,
-        "novelty": {"threshold": 0.5},
-    }
     contents = IndexContents(manifest, index, clips, model.state_dict())
     save_index(contents, tmp_path / "synthetic-idx")
     return SyntheticIndex(tmp_path / "synthetic-idx", feats, contents)

@@ -41,15 +41,15 @@ def test_import_musicidx_is_light_and_names_its_api(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (REPO / "pyproject.toml").is_file(), reason="needs the source checkout")
 def test_the_repository_root_imports_the_stages_and_runs_python_m(tmp_path: Path) -> None:
     code = (
-        "import musicidx, musicidx.query, musicidx.indexer.store; "
-        "print(musicidx.__file__); print(musicidx.query.__file__); print(musicidx.indexer.store.__file__); "
+        "import musicidx, musicidx.query, musicidx.indexer.format; "
+        "print(musicidx.__file__); print(musicidx.query.__file__); print(musicidx.indexer.format.__file__); "
         "print(musicidx.Searcher.__module__)"
     )
     lines = _python(code, REPO).splitlines()
     assert lines == [  # the source folder is the one imported: that is the case that used to fail
         str(REPO / "musicidx" / "__init__.py"),
         str(REPO / "query" / "__init__.py"),
-        str(REPO / "indexer" / "store.py"),
+        str(REPO / "indexer" / "format.py"),
         "musicidx.query.engine",
     ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

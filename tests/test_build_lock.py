@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from musicidx.cli import cli
-from musicidx.indexer.store import IndexBusyError, index_lock, lock_path
+from musicidx.indexer.destination import IndexBusyError, index_lock, lock_path
 
 TESTS = Path(__file__).resolve().parent
 

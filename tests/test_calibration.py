@@ -21,8 +21,8 @@ from tiny import SyntheticIndex
 
 from musicidx.cli import _render_answer, cli
 from musicidx.indexer.build import works_needed_per_composer
+from musicidx.indexer.manifest import Novelty
 from musicidx.indexer.neighbours import MIN_CALIBRATION_TRACKS, MIN_CALIBRATION_WORKS, calibration_shortfall
-from musicidx.indexer.store import novelty_calibration
 from musicidx.query.engine import Searcher
 
 
@@ -42,15 +42,15 @@ def test_the_minimum_calibration_is_stated_and_applied() -> None:
 
 
 def test_an_index_written_before_the_flag_is_judged_by_its_counts() -> None:
-    def manifest(**on: Any) -> dict[str, Any]:
-        return {"novelty": {"threshold": 0.1, "calibrated_on": on}}
+    def novelty(**on: Any) -> Novelty:
+        return Novelty.from_dict({"threshold": 0.1, "calibrated_on": on})
 
-    assert novelty_calibration(manifest(tracks=38, works=16, how="held-out works")) == (True, None)
-    calibrated, why = novelty_calibration(manifest(tracks=3, works=3, how="held-out works"))
+    assert novelty(tracks=38, works=16, how="held-out works").calibration() == (True, None)
+    calibrated, why = novelty(tracks=3, works=3, how="held-out works").calibration()
     assert not calibrated and why is not None and "only 3 held-out tracks" in why
-    lowo = manifest(tracks=0, works=0, how="no work could be held out: each track against ...")
-    assert novelty_calibration(lowo)[0] is False
-    assert novelty_calibration({"novelty": {"threshold": 0.1}}) == (True, None)  # records nothing to judge by
+    lowo = novelty(tracks=0, works=0, how="no work could be held out: each track against ...")
+    assert lowo.calibration()[0] is False
+    assert Novelty.from_dict({"threshold": 0.1}).calibration() == (True, None)  # records nothing to judge by
 
 
 def test_an_uncalibrated_answer_claims_no_verdict(synthetic_index: SyntheticIndex) -> None:

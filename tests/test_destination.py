@@ -19,7 +19,9 @@ from click.testing import CliRunner, Result
 from tiny import SyntheticIndex
 
 from musicidx.cli import cli
-from musicidx.indexer.store import IndexFormatError, check_index_destination, is_index_dir, load_index, save_index
+from musicidx.indexer.destination import check_index_destination
+from musicidx.indexer.format import read_index, save_index
+from musicidx.indexer.manifest import IndexFormatError, is_index_dir
 
 THESIS = b"Chapter 1. On the fugue.\n" * 200
 
@@ -123,7 +125,7 @@ def test_an_index_and_an_empty_folder_are_replaced_keeping_their_permissions(
     empty.chmod(0o705)
     for out, mode in ((synthetic_index.path, 0o750), (empty, 0o705)):
         save_index(synthetic_index.contents, out)
-        assert load_index(out).faiss_index.ntotal == 12
+        assert read_index(out).faiss_index.ntotal == 12
         assert stat.S_IMODE(out.stat().st_mode) == mode
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from musicidx.cli import cli
-from musicidx.indexer.store import FORMAT_VERSION
+from musicidx.indexer.manifest import FORMAT_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (REPO / "README.md").is_file(), reason="needs the source checkout")

@@ -35,7 +35,8 @@ from musicidx.encoder.midi import load_midi
 from musicidx.encoder.render import clip_starts
 from musicidx.encoder.soundfont import find_soundfont
 from musicidx.indexer.corpus import work_of
-from musicidx.indexer.store import CLIPS_SCHEMA, FORMAT_VERSION, load_index, package_version
+from musicidx.indexer.format import CLIPS_SCHEMA, read_index
+from musicidx.indexer.manifest import FORMAT_VERSION, package_version, read_manifest
 from musicidx.query.engine import SCORE_COLUMNS, Searcher
 
 pytestmark = [pytest.mark.fluidsynth]
@@ -48,7 +49,7 @@ def _manifest(index: Path) -> dict[str, Any]:
 
 
 def _vectors(index: Path) -> np.ndarray:
-    ix = load_index(index).faiss_index
+    ix = read_index(index).faiss_index
     return np.stack([ix.reconstruct(i) for i in range(ix.ntotal)])
 
 
@@ -59,6 +60,8 @@ def test_manifest_describes_the_index(
     built_index: Path, features: FeatureConfig, model_config: ModelConfig, train_config: TrainConfig
 ) -> None:
     m = _manifest(built_index)
+    typed = read_manifest(built_index)  # and the typed manifest writes the very bytes the build wrote
+    assert typed.to_json() == (built_index / "manifest.json").read_text() and typed.k == m["k"]
     assert m["format_version"] == FORMAT_VERSION and m["musicidx_version"] == package_version()
     assert dt.datetime.fromisoformat(m["created"]).tzinfo is not None
     assert FeatureConfig.from_dict(m["features"]) == features
@@ -451,7 +454,7 @@ def test_cli_add_enrols_a_new_composer_without_retraining(
     by_k = after["novelty"]["thresholds_by_k"]  # every calibrated k recalibrated, the index's own among them
     assert list(by_k) == list(before["novelty"]["thresholds_by_k"]) and by_k["10"] == after["novelty"]["threshold"]
     assert by_k != before["novelty"]["thresholds_by_k"]
-    assert load_index(index_copy).faiss_index.ntotal == 36 + rep["added_clips"]
+    assert read_index(index_copy).faiss_index.ntotal == 36 + rep["added_clips"]
     q = Searcher(index_copy, k=1).query(new / "Flute 1_K1_1_f.mid")
     assert q.composer == "Delta" and q.same_composition
 

@@ -8,6 +8,7 @@ these tests stay fast; ``benchmarks/perf/faiss_large.py`` measures the real size
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -21,24 +22,22 @@ from tiny import SyntheticIndex
 
 from musicidx.cli import cli
 from musicidx.encoder.errors import MusicIdxError
-from musicidx.indexer.store import (
-    FORMAT_VERSION,
+from musicidx.indexer.ann import (
     IVFPQ_MIN_VECTORS,
-    IndexFormatError,
     choose_faiss_kind,
     exact_top_k,
     fill_faiss_index,
     index_embeddings,
     ivf_of,
     ivfpq_recipe,
-    load_index,
     make_faiss_index,
     merge_ivf_shards,
     recall_at_k,
-    save_index,
     stored_vectors,
     train_faiss_index,
 )
+from musicidx.indexer.format import read_index, save_index
+from musicidx.indexer.manifest import FORMAT_VERSION, CalibratedOn, IndexFormatError, Novelty
 
 DIM = 32
 N = IVFPQ_MIN_VECTORS + 16  # the fewest vectors IVF-PQ trains on, and a few more
@@ -133,35 +132,37 @@ def test_exact_top_k_in_chunks_and_recall() -> None:
 
 def test_index_embeddings_measures_memory_and_recall(vectors: np.ndarray) -> None:
     index, entry = index_embeddings(vectors, "auto", flat_max=100, hnsw_max=1000, shard_rows=3000)
-    assert entry["type"] == "ivfpq" and entry["ntotal"] == index.ntotal == N
-    assert entry["chosen"] == "auto: flat up to 100 vectors, HNSW up to 1,000, IVF-PQ above"
+    assert entry.type == "ivfpq" and entry.ntotal == index.ntotal == N
+    assert entry.chosen == "auto: flat up to 100 vectors, HNSW up to 1,000, IVF-PQ above"
     ivf = ivf_of(index)
-    assert entry["params"]["nprobe"] == ivf.nprobe and entry["params"]["nlist"] == ivf.nlist
-    assert entry["mapped_bytes_per_vector"] == 4 * DIM  # the float32 vectors re-ranking reads
-    assert entry["bytes_per_vector"] == round((len(faiss.serialize_index(index)) - 4 * DIM * N) / N, 2)
-    assert ivfpq_recipe(DIM, N).code_bytes + 8 <= entry["bytes_per_vector"] < 4 * DIM  # under raw float32
-    assert entry["params"]["k_factor"] == index.k_factor
+    assert entry.params is not None and entry.params["nprobe"] == ivf.nprobe and entry.params["nlist"] == ivf.nlist
+    assert entry.mapped_bytes_per_vector == 4 * DIM  # the float32 vectors re-ranking reads
+    assert entry.bytes_per_vector == round((len(faiss.serialize_index(index)) - 4 * DIM * N) / N, 2)
+    assert ivfpq_recipe(DIM, N).code_bytes + 8 <= entry.bytes_per_vector < 4 * DIM  # under raw float32
+    assert entry.params["k_factor"] == index.k_factor
     # the recall in the entry is the one a re-measurement on the same queries gives
     q_ids = np.sort(np.random.default_rng([0, 2]).choice(N, size=1000, replace=False))
-    r = entry["recall_at_10"]
+    r = entry.recall_at_10
     truth = faiss.IndexFlatIP(DIM)
     truth.add(vectors)
     expected = recall_at_k(index.search(vectors[q_ids], 10)[1], truth.search(vectors[q_ids], 10)[1])
-    assert (r["queries"], r["k"], r["value"]) == (1000, 10, round(expected, 4))
-    assert r["value"] >= 0.95 or entry["params"]["k_factor"] == 512  # the target, or the largest shortlist
+    assert r is not None and (r.queries, r.k, r.value) == (1000, 10, round(expected, 4))
+    assert r.value >= 0.95 or entry.params["k_factor"] == 512  # the target, or the largest shortlist
     np.testing.assert_array_equal(stored_vectors(index, np.array([0, 5, N - 1])), vectors[[0, 5, N - 1]])
     assert ivf.direct_map.type == faiss.DirectMap.NoMap
     # the codes alone (a shortlist of k) rank worse than the re-ranked shortlist
     index.k_factor = 1.0
-    assert recall_at_k(index.search(vectors[q_ids], 10)[1], truth.search(vectors[q_ids], 10)[1]) < r["value"]
+    assert recall_at_k(index.search(vectors[q_ids], 10)[1], truth.search(vectors[q_ids], 10)[1]) < r.value
 
     flat, flat_entry = index_embeddings(vectors[:500], "auto")
-    assert (flat_entry["type"], flat_entry["recall_at_10"]["value"], flat_entry["recall_at_10"]["queries"]) == (
+    assert flat_entry.recall_at_10 is not None
+    assert (flat_entry.type, flat_entry.recall_at_10.value, flat_entry.recall_at_10.queries) == (
         "flat",
         1.0,
         500,
     )
-    assert flat_entry["bytes_per_vector"] >= 4 * DIM + 8 and flat_entry["mapped_bytes_per_vector"] == 0
+    assert flat_entry.bytes_per_vector is not None and flat_entry.bytes_per_vector >= 4 * DIM + 8
+    assert flat_entry.mapped_bytes_per_vector == 0
 
 
 def _for_info(m: dict[str, Any]) -> dict[str, Any]:
@@ -183,31 +184,31 @@ def test_clip_table_in_parts_round_trips(synthetic_index: SyntheticIndex, tmp_pa
     parts = sorted(p.name for p in (out / "clips").iterdir())
     assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert not (out / "clips.parquet").exists()
-    loaded = load_index(out)
-    assert loaded.clips.equals(synthetic_index.contents.clips) and loaded.manifest["format_version"] == 3
+    loaded = read_index(out)
+    assert loaded.clips.equals(synthetic_index.contents.clips) and loaded.manifest.format_version == 3
     save_index(loaded, out)  # replaced by a one-file table: nothing of the parts is left
     assert sorted(p.name for p in out.iterdir()) == ["clips.parquet", "encoder.pt", "index.faiss", "manifest.json"]
-    assert load_index(out).clips.equals(synthetic_index.contents.clips)
+    assert read_index(out).clips.equals(synthetic_index.contents.clips)
 
 
 def test_clip_table_parts_are_checked(synthetic_index: SyntheticIndex, tmp_path: Path) -> None:
     out = save_index(synthetic_index.contents, tmp_path / "parts", shard_rows=5)
     (out / "clips" / "part-00001.parquet").unlink()
     with pytest.raises(IndexFormatError, match=r"index.faiss holds 12 vectors but clips/ has 7 rows"):
-        load_index(out)
+        read_index(out)
     (out / "clips" / "part-00000.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(IndexFormatError, match=r"part-00000.parquet is damaged"):
-        load_index(out)
+        read_index(out)
     (out / "clips.parquet").write_bytes(b"")
     with pytest.raises(IndexFormatError, match=r"holds both clips.parquet and clips/"):
-        load_index(out)
+        read_index(out)
 
 
 def test_format_2_index_with_one_clips_parquet_still_loads(synthetic_index: SyntheticIndex) -> None:
     path = synthetic_index.path
     _as_format_2(path)
-    loaded = load_index(path)
-    assert loaded.manifest["format_version"] == 2 and loaded.clips.equals(synthetic_index.contents.clips)
+    loaded = read_index(path)
+    assert loaded.manifest.format_version == 2 and loaded.clips.equals(synthetic_index.contents.clips)
     out = CliRunner().invoke(cli, ["info", "--index", str(path)])
     assert out.exit_code == 0, out.output
     assert "format 2," in out.output and "no memory or recall figures (built before format 3)" in out.output
@@ -216,33 +217,38 @@ def test_format_2_index_with_one_clips_parquet_still_loads(synthetic_index: Synt
     (path / "clips").mkdir()
     (path / "elsewhere.parquet").rename(path / "clips" / "part-00000.parquet")
     with pytest.raises(IndexFormatError, match=r"incomplete index: clips.parquet is missing"):
-        load_index(path)
+        read_index(path)
 
 
 def test_manifest_and_info_report_memory_and_recall(
     synthetic_index: SyntheticIndex, vectors: np.ndarray, tmp_path: Path
 ) -> None:
     contents = synthetic_index.contents
-    contents.faiss_index, contents.manifest["faiss"] = index_embeddings(vectors, "ivfpq")
-    _for_info(contents.manifest)
+    contents.faiss_index, entry = index_embeddings(vectors, "ivfpq")
+    contents.manifest = dataclasses.replace(
+        contents.manifest,
+        musicidx_version="0.1.0",
+        created="2026-11-25T00:00:00+00:00",
+        faiss=entry,
+        novelty=Novelty(0.5, accept_rate=0.95, calibrated_on=CalibratedOn(tracks=2, works=2)),
+    )
     contents.clips = pa.concat_tables([contents.clips] * (N // 12) + [contents.clips.slice(0, N % 12)])
     contents.clips = contents.clips.set_column(0, "clip_id", pa.array(np.arange(N, dtype=np.int64)))
     save_index(contents, tmp_path / "idx", shard_rows=4000)
     assert sorted(p.name for p in (tmp_path / "idx" / "clips").iterdir())[-1] == "part-00002.parquet"
-    loaded = load_index(tmp_path / "idx")
+    loaded = read_index(tmp_path / "idx")
     m = loaded.manifest
-    assert m["format_version"] == FORMAT_VERSION == 3 and m["faiss"] == json.loads(
-        json.dumps(contents.manifest["faiss"])
-    )
+    assert m.format_version == FORMAT_VERSION == 3 and m.faiss == entry
     queries = vectors[:50] + 0.01
     np.testing.assert_array_equal(
         loaded.faiss_index.search(queries, 10)[1], contents.faiss_index.search(queries, 10)[1]
     )
     out = CliRunner().invoke(cli, ["info", "--index", str(tmp_path / "idx")])
     assert out.exit_code == 0, out.output
-    f = m["faiss"]
-    assert f"  memory       {f['bytes_per_vector']:g} bytes per vector in memory (codes, ids, quantiser)" in out.output
-    assert f"+ {f['mapped_bytes_per_vector']:g} memory-mapped from disk" in out.output
-    r = f["recall_at_10"]["value"]
+    f = m.faiss
+    assert f"  memory       {f.bytes_per_vector:g} bytes per vector in memory (codes, ids, quantiser)" in out.output
+    assert f"+ {f.mapped_bytes_per_vector:g} memory-mapped from disk" in out.output
+    assert f.recall_at_10 is not None
+    r = f.recall_at_10.value
     assert f"  recall@10    {r:.4f} against exact search (1000 of its own vectors as queries)" in out.output
     assert f"  chosen       forced (--faiss ivfpq); factory {ivfpq_recipe(DIM, N).factory}, nlist" in out.output

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from musicidx.encoder.errors import MusicIdxError
+from musicidx.indexer.ann import make_faiss_index
 from musicidx.indexer.neighbours import (
     Neighbours,
     calibrate_threshold,
@@ -18,7 +19,6 @@ from musicidx.indexer.neighbours import (
     track_novelty,
     vote,
 )
-from musicidx.indexer.store import make_faiss_index
 
 
 def _unit(rng: np.random.Generator, n: int, d: int = 8) -> np.ndarray:

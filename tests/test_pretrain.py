@@ -115,7 +115,7 @@ def test_pretrain_resumes_to_the_same_weights_and_a_frozen_build_uses_them(tmp_p
 
     from musicidx.encoder.pretrain.run import pretrain
     from musicidx.indexer.build import build_index
-    from musicidx.indexer.store import load_index
+    from musicidx.indexer.format import read_index
 
     cfg = tiny_config()
     straight = pretrain(cfg, work=tmp_path / "w1", out=tmp_path / "out1", workers=1)
@@ -142,9 +142,9 @@ def test_pretrain_resumes_to_the_same_weights_and_a_frozen_build_uses_them(tmp_p
         torch.set_num_threads(threads)
         report = build_index(corpus_dir, out=tmp_path / f"idx{threads}", recipe=recipe, workers=1)
         assert report.fit.history == [] and report.fit.val_tracks > 0
-        m = load_index(tmp_path / f"idx{threads}").manifest
-        assert m["encoder"]["sha256"] == straight.sha256 and m["encoder"]["finetuned"] is False
-        assert m["recipe"]["encoder"] == str(straight.weights)
+        m = read_index(tmp_path / f"idx{threads}").manifest
+        assert m.encoder is not None and m.encoder.sha256 == straight.sha256 and m.encoder.finetuned is False
+        assert m.recipe is not None and m.recipe.encoder == str(straight.weights)
         answers.append(Searcher(tmp_path / f"idx{threads}").query(asked).to_dict())
     assert answers[0]["composer"] == answers[1]["composer"] and answers[0]["is_new"] == answers[1]["is_new"]
     assert answers[0]["novelty"] == pytest.approx(answers[1]["novelty"], abs=1e-5)
@@ -155,9 +155,10 @@ def test_pretrain_resumes_to_the_same_weights_and_a_frozen_build_uses_them(tmp_p
     head = recipe.replace(head=True, train=TrainConfig(epochs=2, batches_per_epoch=3, clips_per_composer=2))
     report = build_index(corpus_dir, out=tmp_path / "idx-head", recipe=head, workers=1)
     assert [h["epoch"] for h in report.fit.history] == [1, 2]
-    m = load_index(tmp_path / "idx-head").manifest
-    assert m["encoder"]["head"] is True and m["encoder"]["finetuned"] is False and m["recipe"]["head"] is True
-    trained = load_index(tmp_path / "idx-head").encoder_state
+    m = read_index(tmp_path / "idx-head").manifest
+    assert m.encoder is not None and m.encoder.head is True and m.encoder.finetuned is False
+    assert m.recipe is not None and m.recipe.head is True
+    trained = read_index(tmp_path / "idx-head").encoder_state
     shipped = torch.load(straight.weights, weights_only=True)
     changed = {k for k in shipped if not torch.equal(shipped[k], trained[k])}
     assert changed and all(k.startswith(("head.", "neck.")) for k in changed)

@@ -70,9 +70,9 @@ def _cache_entries(cache: Path) -> dict[str, bytes]:
 
 
 def _index_arrays(path: Path) -> tuple[np.ndarray, Any, dict[str, Any]]:
-    from musicidx.indexer.store import load_index
+    from musicidx.indexer.format import read_index
 
-    c = load_index(path)
+    c = read_index(path)
     return c.faiss_index.reconstruct_n(0, c.faiss_index.ntotal), c.clips, c.encoder_state
 
 
@@ -130,7 +130,7 @@ def test_a_worker_killed_mid_build_loses_no_clip(
 ) -> None:
     """SIGKILL one feature worker once the first files are in the cache: Ray restarts it and
     retries its file; the index is complete, with every clip once, as in a local build."""
-    from musicidx.indexer.store import load_index
+    from musicidx.indexer.format import read_index
 
     src = tmp_path / "corpus"
     for i in range(4):  # 4 x 12 files of 5 s: the feature stage lasts a few seconds on 2 workers
@@ -167,7 +167,7 @@ def test_a_worker_killed_mid_build_loses_no_clip(
     assert killed, "the feature stage ended before a worker could be killed"
     assert killed["done_before"] < total, "the kill landed after every file was done"
     assert dist.skipped == [] and dist.fit.n_tracks == total
-    contents = load_index(tmp_path / "ray")  # complete and consistent (ntotal == rows, ...)
+    contents = read_index(tmp_path / "ray")  # complete and consistent (ntotal == rows, ...)
     rows = contents.clips.select(["path", "start_s"]).to_pylist()
     assert len(rows) == len({(r["path"], r["start_s"]) for r in rows})  # no clip twice
     local = build_tiny(src, tmp_path / "local", tmp_path / "cache-local", workers=2)

@@ -315,7 +315,9 @@ def test_a_training_midi_no_longer_at_its_path_is_said_in_words(
 ) -> None:
     clips = service.generation.searcher.contents.clips
     track, start = clips.column("path")[0].as_py(), clips.column("start_s")[0].as_py()
-    monkeypatch.setitem(service.generation.searcher.manifest, "corpus_root", str(tmp_path / "moved"))
+    searcher = service.generation.searcher
+    moved = dataclasses.replace(searcher.manifest, corpus_root=str(tmp_path / "moved"))
+    monkeypatch.setattr(searcher.contents, "manifest", moved)
     r = client.get("/v1/clip", params={"track": track, "start": start})
     assert r.status_code == 404
     assert r.json()["detail"] == (
@@ -340,7 +342,7 @@ def test_a_swapped_index_is_picked_up_without_failing_a_request_in_flight(
     web: None, index_copy: Path, corpus_dir: Path, good_midi: Path, tmp_path: Path
 ) -> None:
     """A request that began on the old index is answered by it; the next one by the new index."""
-    from musicidx.indexer.store import load_index, save_index
+    from musicidx.indexer.format import read_index, save_index
     from musicidx.query.engine import Searcher
     from musicidx.serve.service import QueryService, ServeConfig, Upload
 
@@ -352,10 +354,12 @@ def test_a_swapped_index_is_picked_up_without_failing_a_request_in_flight(
             u = Upload(good_midi.name, good_midi)
             in_flight = asyncio.create_task(service.query([u]))
             await asyncio.sleep(0.01)  # the request has taken its index and is rendering
-            contents = load_index(index_copy)
-            contents.manifest["novelty"]["thresholds_by_k"] = {
-                k: t + 1.0 for k, t in contents.manifest["novelty"]["thresholds_by_k"].items()
-            }
+            contents = read_index(index_copy)
+            nov = contents.manifest.novelty
+            by_k = {k: t + 1.0 for k, t in (nov.thresholds_by_k or {}).items()}
+            contents.manifest = dataclasses.replace(
+                contents.manifest, novelty=dataclasses.replace(nov, thresholds_by_k=by_k)
+            )
             save_index(contents, index_copy)  # the atomic swap a rebuild does
             swapped_while_in_flight = not in_flight.done()
             assert await service.maybe_reload(force=True)

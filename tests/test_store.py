@@ -6,6 +6,7 @@ Works on a hand-made index (``synthetic_index``: no FluidSynth, no training), so
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,7 +24,8 @@ from tiny import SyntheticIndex
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
-from musicidx.indexer.store import FORMAT_VERSION, OLDEST_FORMAT_VERSION, IndexFormatError, load_index, save_index
+from musicidx.indexer.format import CLIPS_SCHEMA, ClipSource, clip_table, read_index, save_index
+from musicidx.indexer.manifest import FORMAT_VERSION, OLDEST_FORMAT_VERSION, IndexFormatError
 from musicidx.query.engine import Searcher
 
 
@@ -32,7 +34,7 @@ def _vectors(index: Any) -> np.ndarray:
 
 
 def test_save_load_round_trip(synthetic_index: SyntheticIndex) -> None:
-    saved, loaded = synthetic_index.contents, load_index(synthetic_index.path)
+    saved, loaded = synthetic_index.contents, read_index(synthetic_index.path)
     assert sorted(p.name for p in synthetic_index.path.iterdir()) == [
         "clips.parquet",
         "encoder.pt",
@@ -40,23 +42,37 @@ def test_save_load_round_trip(synthetic_index: SyntheticIndex) -> None:
         "manifest.json",
     ]
     blob = (synthetic_index.path / "encoder.pt").read_bytes()
-    expected = json.loads(json.dumps(saved.manifest))  # as JSON has it: tuples become lists
-    assert loaded.manifest == {**expected, "encoder_sha256": hashlib.sha256(blob).hexdigest()}
+    assert loaded.manifest == dataclasses.replace(saved.manifest, encoder_sha256=hashlib.sha256(blob).hexdigest())
     assert loaded.clips.equals(saved.clips)
     np.testing.assert_array_equal(_vectors(loaded.faiss_index), _vectors(saved.faiss_index))
     assert loaded.encoder_state.keys() == saved.encoder_state.keys()
     for k, v in saved.encoder_state.items():
         torch.testing.assert_close(loaded.encoder_state[k], v, rtol=0, atol=0)
-    assert loaded.feature_config == FeatureConfig.from_dict(saved.manifest["features"])
+    assert loaded.feature_config == saved.manifest.features
     assert loaded.model_config.embedding_dim == 32
+
+
+def test_the_clip_table_numbers_the_rows_add_appends_after_the_index() -> None:
+    tracks = [ClipSource(c, f"W{i}", f"{c}/{i}.mid", f"{i:064x}", f"{i + 9:064x}") for i, c in enumerate("ABCD")]
+    first = clip_table(tracks, np.array([0, 0, 2]), np.array([0.0, 5.0, 0.0]), clip_seconds=10.0)
+    assert first.schema.equals(CLIPS_SCHEMA)
+    assert first.column("track_id").to_pylist() == [0, 0, 2]  # a build's tracks keep their numbers
+    assert first.column("dur_s").to_pylist() == [10.0] * 3
+    added = clip_table(
+        tracks, np.array([1, 3, 3]), np.array([0.0, 0.0, 5.0]), clip_seconds=10.0, first_clip=3, first_track=3
+    )
+    assert added.column("clip_id").to_pylist() == [3, 4, 5]
+    assert added.column("track_id").to_pylist() == [3, 4, 4]  # renumbered in order after the index's
+    assert added.column("path").to_pylist() == ["B/1.mid", "D/3.mid", "D/3.mid"]
+    assert added.column("notes_sha256")[1].as_py() == f"{12:064x}"
 
 
 def test_save_replaces_an_existing_index_whole_and_leaves_no_temporaries(synthetic_index: SyntheticIndex) -> None:
     out = synthetic_index.path
     contents = synthetic_index.contents
-    contents.manifest["k"] = 7
+    contents.manifest = dataclasses.replace(contents.manifest, k=7)
     save_index(contents, out)
-    assert load_index(out).manifest["k"] == 7
+    assert read_index(out).manifest.k == 7
     assert sorted(p.name for p in out.iterdir()) == ["clips.parquet", "encoder.pt", "index.faiss", "manifest.json"]
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
@@ -169,13 +185,13 @@ def test_a_damaged_index_is_refused(synthetic_index: SyntheticIndex, damage: str
     do, match = DAMAGES[damage]
     do(synthetic_index.path)
     with pytest.raises(IndexFormatError, match=match) as info:
-        load_index(synthetic_index.path)
+        read_index(synthetic_index.path)
     assert str(synthetic_index.path) in str(info.value)
 
 
 def test_no_index_at_all(tmp_path: Path) -> None:
     with pytest.raises(IndexFormatError, match=r"nope: no index here \(build one with 'musicidx build MIDI_DIR"):
-        load_index(tmp_path / "nope")
+        read_index(tmp_path / "nope")
 
 
 class _Payload:
@@ -198,7 +214,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_runs(
     if fix_hash:  # even a manifest that vouches for it does not make weights_only=True run it
         _edit_manifest(lambda m: m.update(encoder_sha256=hashlib.sha256(blob).hexdigest()))(synthetic_index.path)
     with pytest.raises(IndexFormatError, match="encoder.pt"):
-        load_index(synthetic_index.path)
+        read_index(synthetic_index.path)
     assert not marker.exists()
     pickle.loads(blob)  # the payload is live: unpickled for real, it does create the file
     assert marker.exists()
@@ -298,7 +314,7 @@ def test_loading_does_not_need_write_access(synthetic_index: SyntheticIndex) -> 
         p.chmod(0o444)
     synthetic_index.path.chmod(0o555)
     try:
-        assert load_index(synthetic_index.path).faiss_index.ntotal == 12
+        assert read_index(synthetic_index.path).faiss_index.ntotal == 12
     finally:
         synthetic_index.path.chmod(0o755)
 
@@ -310,18 +326,18 @@ def test_a_save_that_fails_midway_leaves_the_previous_index_or_none(
     import faiss
 
     out = synthetic_index.path if existing else tmp_path / "new-idx"
-    before = load_index(out).manifest if existing else None
+    before = read_index(out).manifest if existing else None
 
     def disk_full(index: object, path: str) -> None:
         Path(path).write_bytes(b"half an ind")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(faiss, "write_index", disk_full)
-    synthetic_index.contents.manifest["k"] = 99
+    synthetic_index.contents.manifest = dataclasses.replace(synthetic_index.contents.manifest, k=99)
     with pytest.raises(MusicIdxError, match="could not write the index .any previous one is intact.: .*No space left"):
         save_index(synthetic_index.contents, out)
     if existing:
-        assert load_index(out).manifest == before  # the old index, whole
+        assert read_index(out).manifest == before  # the old index, whole
     else:
         assert not out.exists()
     assert [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []

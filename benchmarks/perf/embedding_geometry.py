@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from musicidx.indexer.store import load_index
+from musicidx.indexer.format import read_index
 
 
 def geometry(vectors: np.ndarray) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def main() -> None:
     a = ap.parse_args()
     out = {}
     for d in a.indexes:
-        ix = load_index(d).faiss_index
+        ix = read_index(d).faiss_index
         g = geometry(ix.reconstruct_n(0, ix.ntotal))
         out[str(d)] = g
         print(f"{d}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in g.items()))

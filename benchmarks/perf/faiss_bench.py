@@ -36,7 +36,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from musicidx.indexer.store import make_faiss_index
+from musicidx.indexer.ann import make_faiss_index
 
 DIM = 128
 K = 10

@@ -13,7 +13,7 @@ generator (``SeedSequence(seed).spawn``), so any chunk can be drawn again identi
   continuity with the earlier table);
 * queries: ``--queries`` fresh draws from the same generator (not index vectors);
 * ground truth: exact inner-product top-10 of the queries, merged chunk by chunk over all
-  ``n`` vectors (``musicidx.indexer.store.exact_top_k``), in the same pass that fills the index;
+  ``n`` vectors (``musicidx.indexer.ann.exact_top_k``), in the same pass that fills the index;
 * index: ``--factory`` (default: the recipe ``musicidx`` uses for ``n``, ``ivfpq_recipe``),
   inner product; trained on the first ``train_size`` vectors (a random sample, chunks being
   i.i.d.), then ``--shards`` clones of the trained empty index each filled chunk by chunk and
@@ -52,7 +52,7 @@ import numpy as np
 
 from benchmarks.data import embedding_model
 from benchmarks.perf.faiss_bench import CLUSTERS, DIM, mixture, rss_bytes, timed_searches
-from musicidx.indexer.store import (
+from musicidx.indexer.ann import (
     choose_search_params,
     exact_top_k,
     fill_faiss_index,

@@ -3,7 +3,7 @@
 Builds a small generated corpus (``benchmarks.data.tiny_corpus``) once (the "previous index"),
 then for each trial starts a build of the same corpus with another seed into the same --out and
 kills it after a random delay drawn uniformly over a full build's duration. After each kill,
-`load_index(--out)` must succeed with every consistency check, and be either the previous index
+`read_index(--out)` must succeed with every consistency check, and be either the previous index
 or a complete new one.
 
     python -m benchmarks.perf.kill_trials [--trials 25] [--seed 0]
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
-    from musicidx.indexer.store import load_index
+    from musicidx.indexer.format import read_index
 
     rnd = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,10 +61,10 @@ def main() -> None:
         t = time.perf_counter()
         subprocess.run(build_cmd(corpus, out, 0), env=env, check=True, capture_output=True)
         full = time.perf_counter() - t
-        seen = {load_index(out).manifest["encoder_sha256"]}
+        seen = {read_index(out).manifest.encoder_sha256}
         results = {"trials": 0, "loaded": 0, "previous": 0, "new": 0, "completed_before_kill": 0, "full_build_s": full}
         for trial in range(1, args.trials + 1):
-            before = load_index(out).manifest["encoder_sha256"]
+            before = read_index(out).manifest.encoder_sha256
             delay = rnd.uniform(0.0, full * 1.05)
             proc = subprocess.Popen(
                 build_cmd(corpus, out, trial), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -77,7 +77,7 @@ def main() -> None:
             results["trials"] += 1
             results["completed_before_kill"] += finished
             try:
-                after = load_index(out).manifest["encoder_sha256"]
+                after = read_index(out).manifest.encoder_sha256
             except Exception as e:  # the whole point: this must never happen
                 print(f"trial {trial}: kill after {delay:.2f}s left a broken index: {e}")
                 continue

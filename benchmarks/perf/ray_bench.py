@@ -102,7 +102,7 @@ def _run(cmd: list[str]) -> tuple[float, str]:
 def build(corpus: Path, test: Path, work: Path) -> dict[str, Any]:
     import numpy as np
 
-    from musicidx.indexer.store import load_index
+    from musicidx.indexer.format import read_index
 
     exe = [sys.executable, "-m", "musicidx"]
     out: dict[str, Any] = {"mode": "build", "corpus": str(corpus), "test": str(test)}
@@ -122,7 +122,7 @@ def build(corpus: Path, test: Path, work: Path) -> dict[str, Any]:
             "ray": report.get("ray"),
             "score_wall_s": round(score_wall, 1),
         }
-    a, b = load_index(work / "idx-local"), load_index(work / "idx-ray")
+    a, b = read_index(work / "idx-local"), read_index(work / "idx-ray")
     out["ray_over_local"] = round(out["ray"]["build_wall_s"] / out["local"]["build_wall_s"], 3)
     out["index_vectors_identical"] = bool(
         np.array_equal(

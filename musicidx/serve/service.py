@@ -3,7 +3,7 @@
 :class:`QueryService` keeps the current :class:`Generation` -- a loaded
 :class:`~musicidx.query.engine.Searcher` and the identity of the index directory it came from.
 A rebuild replaces the directory in one atomic swap (``renameat2`` in
-:func:`~musicidx.indexer.store.save_index`), which gives the path a new inode:
+:func:`~musicidx.indexer.format.save_index`), which gives the path a new inode:
 :meth:`QueryService.maybe_reload` notices that, loads the new index off the event loop and
 switches to it only once it is loaded.  A request keeps the generation it started with, so the
 requests in flight at the swap finish on the index they began with and none is dropped.
@@ -149,7 +149,7 @@ class Generation:
     """One loaded index: the searcher and the identity of the folder it was read from."""
 
     def __init__(self, searcher: Any, key: tuple[int, ...], number: int) -> None:
-        from musicidx.indexer.store import utc_now
+        from musicidx.indexer.manifest import utc_now
 
         self.searcher = searcher
         self.key = key
@@ -407,23 +407,23 @@ class QueryService:
             "index": str(self.config.index_dir),
             "generation": gen.number,
             "loaded_at": gen.loaded_at,
-            "format_version": m["format_version"],
-            "musicidx_version": m.get("musicidx_version"),
-            "created": m.get("created"),
-            "composers": m["composers"],
-            "counts": m["counts"],
+            "format_version": m.format_version,
+            "musicidx_version": m.musicidx_version,
+            "created": m.created,
+            "composers": m.composers,
+            "counts": m.counts.to_dict(),
             "k": s.k,
             "threshold": s.threshold,
             "calibrated": s.calibrated,  # False: answers carry the novelty but no verdict (is_new null)
             "uncalibrated_reason": s.uncalibrated_reason,
             "thresholds_by_k": {str(k): t for k, t in s.thresholds_by_k.items()},
-            "accept_rate": m["novelty"].get("accept_rate"),
-            "features": m["features"],
-            "soundfont": m["soundfont"]["name"],
-            "faiss": m["faiss"],
-            "validation": m.get("validation"),
-            "warnings": m.get("warnings", []),
-            "corpus_root": m.get("corpus_root"),
+            "accept_rate": m.novelty.accept_rate,
+            "features": m.features.to_dict(),
+            "soundfont": m.soundfont.name,
+            "faiss": m.faiss.to_dict(),
+            "validation": None if m.validation is None else m.validation.to_dict(),
+            "warnings": list(m.warnings or ()),
+            "corpus_root": m.corpus_root,
             "limits": {
                 "workers": self.config.workers,
                 "queue": self.config.queue,
@@ -436,7 +436,7 @@ class QueryService:
         """One line: what is served and by how many workers."""
         m = self.generation.searcher.manifest
         return (
-            f"{len(m['composers'])} composers, {m['counts']['clips']} clips; {self.config.workers} "
+            f"{len(m.composers)} composers, {m.counts.clips} clips; {self.config.workers} "
             f"worker{'' if self.config.workers == 1 else 's'}, "
             f"queue {self.config.queue}"
         )
@@ -556,7 +556,7 @@ class QueryService:
 
         gen = self.generation
         exact, sha = gen.clip(track, start)
-        root = gen.searcher.manifest.get("corpus_root")
+        root = gen.searcher.manifest.corpus_root
         roots = [*self.config.midi_dirs, *([Path(root)] if root else [])]
         changed = None
         for r in roots:
