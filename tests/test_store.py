@@ -1,7 +1,7 @@
 """The index directory: atomic save, round trip, and every way a damaged index is refused.
 
 Works on a hand-made index (``synthetic_index``: no FluidSynth, no training), so it is fast;
-``test_integration.py`` checks the same on a really built one.
+``test_end_to_end.py`` checks the same on a really built one.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def test_query_at_another_calibrated_k_uses_that_threshold(built_index: Path, co
         assert r.exit_code == 0, r.output
         a = json.loads(r.stdout)
         assert a["threshold"] == pytest.approx(by_k[k], abs=1e-6) and a["k"] == int(k)
-        # the tiny index holds out three works: too few for a verdict at any k (tests/test_calibration.py)
+        # the tiny index holds out three works: too few for a verdict at any k (tests/test_novelty_calibration.py)
         verdict = a["novelty"] > a["threshold"] if a["calibrated"] else None
         assert a["is_new"] == (False if a["same_composition"] else verdict)
 

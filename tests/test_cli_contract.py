@@ -3,7 +3,9 @@
 $MUSICIDX_INDEX for every command, build included; the shape of ``query --json`` depends only on
 what was asked; a missing or wrong-kind input is exit 1 with one line everywhere, pointing to the
 right command; ``add`` of files already enrolled is "nothing new"; ``query`` answers each file as
-soon as it is done.
+soon as it is done.  With ``--json``, a refusal of the whole command is one JSON object on stdout
+too (issue 19, item 5): ``{"error": {"message", "reason", "path", "exit_code"}}``, the same shape
+every time, beside the one line on stderr and with the exit code unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from midi_factory import TRACK_NAMES
+from tiny import SyntheticIndex
 
 from musicidx.cli import cli
 from musicidx.indexer.corpus import CorpusError, scan_corpus
@@ -197,3 +200,55 @@ def test_add_of_files_already_in_the_index_is_nothing_new(index_copy: Path, corp
     j = CliRunner().invoke(cli, ["add", str(corpus_dir), "--index", str(index_copy), "--workers", "1", "--json"])
     rep = json.loads(j.stdout)
     assert j.exit_code == 0 and rep["added_tracks"] == 0 and len(rep["duplicates"]) == 12
+
+
+# ------------------------------------------------------------------- refusals in JSON
+
+SHAPE = {"message", "reason", "path", "exit_code"}
+
+
+def _refusal(args: list[str], code: int) -> dict[str, object]:
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == code, r.output
+    (line,) = r.stdout.splitlines()  # one JSON object, nothing else on stdout
+    obj = json.loads(line)
+    assert list(obj) == ["error"] and set(obj["error"]) == SHAPE and obj["error"]["exit_code"] == code
+    assert r.stderr.splitlines()[-1].endswith(obj["error"]["message"])  # the stderr line says the same
+    return dict(obj["error"])
+
+
+def test_a_k_without_a_threshold_is_refused_in_json(synthetic_index: SyntheticIndex, good_midi: Path) -> None:
+    e = _refusal(["query", str(good_midi), "--index", str(synthetic_index.path), "--k", "7", "--json"], 1)
+    assert e["path"] == str(synthetic_index.path)
+    assert str(e["reason"]).startswith("no novelty threshold was calibrated for k=7")
+    (line,) = (
+        CliRunner()
+        .invoke(cli, ["query", str(good_midi), "--index", str(synthetic_index.path), "--k", "7"])
+        .stderr.splitlines()
+    )
+    assert line == f"musicidx: error: {e['message']}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "x.mid", "--index", "{tmp}/none", "--json"],
+        ["score", "{tmp}", "--out", "-", "--index", "{tmp}/none", "--json"],
+        ["info", "--index", "{tmp}/none", "--json"],
+        ["add", "{tmp}", "--index", "{tmp}/none", "--json"],
+    ],
+    ids=["query", "score", "info", "add"],
+)
+def test_a_missing_index_is_refused_in_json(tmp_path: Path, args: list[str]) -> None:
+    e = _refusal([a.format(tmp=tmp_path) for a in args], 1)
+    assert e["path"] == str(tmp_path / "none") and str(e["reason"]).startswith("no index here")
+
+
+def test_a_usage_error_is_refused_in_json_with_exit_2() -> None:
+    e = _refusal(["query", "x.mid", "--k", "0", "--json"], 2)
+    assert e["path"] is None and "'--k'" in str(e["message"]) and "0" in str(e["message"])
+
+
+def test_without_json_stdout_stays_empty(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["info", "--index", str(tmp_path / "none")])
+    assert r.exit_code == 1 and r.stdout == "" and len(r.stderr.splitlines()) == 1
