@@ -38,10 +38,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.paths import TRAINING_CORPUS
+from musicidx.encoder.frontend import LOG_FLOOR
 from musicidx.query.splits import grouped_folds, leave_one_composer_out
-
-LOG_FLOOR = 1e-4  # encoder/frontend.py: log-CQT = log(magnitude + 1e-4)
-
 
 # ----------------------------------------------------------------------------- splits
 
