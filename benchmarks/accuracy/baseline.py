@@ -220,7 +220,7 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
 
-    from musicidx.indexer.build import prepare_corpus
+    from musicidx.indexer.prepare import prepare_corpus
 
     began = time.monotonic()
     corpus = prepare_corpus(args.midi_dir, cache_dir=True)
