@@ -18,7 +18,8 @@ import numpy as np
 
 from .config import FeatureConfig, default_cache_dir
 
-_LOG_FLOOR = 1e-4
+#: The log-CQT is ``log(magnitude + LOG_FLOOR)``: the floor keeps silence finite (about -9.2).
+LOG_FLOOR = 1e-4
 _KERNELS_VERSION = 1
 _LAYERS: dict[str, Any] = {}
 
@@ -108,5 +109,5 @@ def cqt_features(audio: np.ndarray, cfg: FeatureConfig, *, batch: int = 32) -> n
     with torch.inference_mode():
         for i in range(0, len(audio), batch):
             mag = layer(torch.from_numpy(np.ascontiguousarray(audio[i : i + batch])))
-            out[i : i + batch] = torch.log(mag + _LOG_FLOOR).numpy()
+            out[i : i + batch] = torch.log(mag + LOG_FLOOR).numpy()
     return out

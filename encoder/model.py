@@ -18,10 +18,8 @@ from torch.nn import functional as F
 
 from .config import FeatureConfig, ModelConfig
 
-_LOG_FLOOR = 1e-4  # frontend.py: log-CQT = log(magnitude + 1e-4)
-
 #: Krumhansl-Kessler key profiles (major, minor), tonic first.
-_KK = (
+KEY_PROFILES = (
     (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88),
     (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17),
 )
@@ -64,7 +62,7 @@ def note_statistics(x: torch.Tensor, *, bins_per_octave: int = 12) -> torch.Tens
     w = energy / energy.sum(dim=1, keepdim=True).clamp_min(1e-6)  # frame weights, sum 1
 
     profile = (c * w[:, None, :]).sum(dim=2)  # (n, 12)
-    kk = torch.tensor(_KK, dtype=x.dtype)
+    kk = torch.tensor(KEY_PROFILES, dtype=x.dtype)
     keys = torch.stack([torch.roll(kk, t, dims=1) for t in range(12)], dim=1)  # (2, 12 tonics, 12)
     pz = (profile - profile.mean(1, keepdim=True)) / profile.std(1, keepdim=True).clamp_min(1e-6)
     kz = (keys - keys.mean(2, keepdim=True)) / keys.std(2, keepdim=True)

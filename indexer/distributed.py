@@ -40,6 +40,7 @@ import numpy as np
 from musicidx.encoder import errors as _errors
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import DependencyError, MusicIdxError
+from musicidx.encoder.runtime import set_torch_threads
 from musicidx.encoder.soundfont import SoundFont
 
 from .features import FeatureCache, TrackFeatures, _cached, _safe_extract, _size, cache_hits
@@ -210,9 +211,7 @@ class _FeatureWorker:
     def __init__(
         self, cfg: FeatureConfig, soundfont: SoundFont, cache_base: str, variants: int, orch: tuple[str, ...]
     ) -> None:
-        import torch
-
-        torch.set_num_threads(1)
+        set_torch_threads(worker=True)
         self.args = (cfg, soundfont, FeatureCache(cache_base), variants, orch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -244,11 +243,10 @@ class _EmbedWorker:
 
     def __init__(self, weights: Any, chunks: list[Any], threads: int) -> None:
         import ray
-        import torch
 
         from musicidx.encoder.model import Encoder
 
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
         model_config, feature_config, state = ray.get(weights)
         self.model = Encoder(model_config, feature_config)
         self.model.load_state_dict(state)

@@ -16,14 +16,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from musicidx.encoder.runtime import Progress
 from musicidx.encoder.soundfont import matching_soundfont
 
 from .ann import index_bytes, stored_vectors
-from .build import Corpus, Progress, prepare_corpus, stack_clips
+from .calibration import calibrate_threshold, calibration_shortfall
 from .destination import index_lock
 from .format import IndexContents, clip_table, read_index, save_index
 from .manifest import CalibratedOn, Counts, Enrolment, IndexFormatError, Manifest, Novelty, utc_now
-from .neighbours import calibrate_threshold, calibration_shortfall, search_outside, track_novelty
+from .neighbours import search_outside, track_novelty
+from .prepare import Corpus, prepare_corpus, stack_clips
 
 
 @dataclass

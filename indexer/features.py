@@ -26,6 +26,7 @@ from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.fingerprints import file_sha256, notes_sha256
 from musicidx.encoder.midi import load_midi
 from musicidx.encoder.render import render_clips
+from musicidx.encoder.runtime import set_torch_threads
 from musicidx.encoder.soundfont import SoundFont
 
 #: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture
@@ -202,9 +203,7 @@ _WORKER: dict[str, object] = {}
 def _init_worker(
     cfg: FeatureConfig, soundfont: SoundFont, cache_base: str | None, variants: int, orchestrations: tuple[str, ...]
 ) -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    set_torch_threads(worker=True)
     _WORKER.update(
         cfg=cfg, soundfont=soundfont, cache=FeatureCache(cache_base), variants=variants, orchestrations=orchestrations
     )

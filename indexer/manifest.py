@@ -151,10 +151,10 @@ class Novelty(Record):
 
     def calibration(self) -> tuple[bool, str | None]:
         """(calibrated, why not): whether the threshold may back a "new composer?" verdict (see
-        :func:`~musicidx.indexer.neighbours.calibration_shortfall`).  An index that records the
+        :func:`~musicidx.indexer.calibration.calibration_shortfall`).  An index that records the
         answer is taken at its word; an older one is judged by its ``calibrated_on`` counts; one
         recording no calibration at all by nothing."""
-        from .neighbours import calibration_shortfall
+        from .calibration import calibration_shortfall
 
         if self.calibrated is not None:
             return self.calibrated, self.uncalibrated_reason

@@ -1,7 +1,11 @@
-"""k-NN search and the per-track statistics built on it: composer votes and novelty.
+"""The arithmetic of an answer: k-NN search and the two statistics built on it, the composer
+vote (:func:`vote`) and the novelty (:func:`clip_novelty`, :func:`track_novelty`).
 
-These live in the indexer because the build calibrates the novelty threshold with them;
-:mod:`musicidx.query` uses the very same functions, so calibration and queries agree.
+Every answer :mod:`musicidx.query` gives is computed here, and so is every answer the build asks
+of its held-out tracks to validate the encoder and calibrate the novelty threshold
+(:mod:`.scoring`, :mod:`.calibration`).  That is why these functions sit in the indexer, one floor
+below the query stage: imports only run down, and one copy for both keeps calibration and queries
+in agreement by construction.
 
 Distances are cosine distances ``1 - cos`` between unit embeddings (0 = identical, 2 = opposite).
 """
@@ -98,36 +102,3 @@ def vote(
         votes = np.divide(votes, counts, out=np.zeros_like(votes), where=counts > 0)
     total = votes.sum()
     return votes / total if total > 0 else np.full(n_labels, 1.0 / max(n_labels, 1))
-
-
-def calibrate_threshold(novelties: np.ndarray, accept_rate: float) -> float:
-    """The novelty under which ``accept_rate`` of known-composer tracks fall."""
-    if not 0.0 < accept_rate <= 1.0:
-        raise ValueError(f"accept_rate must be in (0, 1], got {accept_rate}")
-    if len(novelties) == 0:
-        raise ValueError("no held-out tracks to calibrate on")
-    return float(np.quantile(np.asarray(novelties, dtype=np.float64), accept_rate, method="higher"))
-
-
-#: A novelty threshold backs a "new composer?" verdict only when it was calibrated on at least this
-#: many tracks of at least :data:`MIN_CALIBRATION_WORKS` works the encoder never trained on.  Below
-#: 20 tracks the 95 % quantile is the largest novelty seen, which a fresh track by a known composer
-#: stays under with probability n / (n + 1) only: 75 % with 3 tracks, 89 % with 8.  Movements of one
-#: work resemble each other, so the tracks must also spread over several works.
-MIN_CALIBRATION_TRACKS = 8
-MIN_CALIBRATION_WORKS = 4
-
-
-def calibration_shortfall(tracks: int, works: int, *, seen_in_training: bool = False) -> str | None:
-    """Why a threshold calibrated on ``tracks`` tracks of ``works`` works cannot back a verdict, in
-    words; ``None`` when it can.  ``seen_in_training``: those tracks were trained on (nothing could be
-    held out), which makes their novelties too small whatever their number."""
-    need = (
-        f"a verdict needs at least {MIN_CALIBRATION_TRACKS} tracks of {MIN_CALIBRATION_WORKS} works held out of "
-        "training"
-    )
-    if seen_in_training:
-        return f"calibrated on {tracks} tracks of {works} works the encoder trained on (none could be held out); {need}"
-    if tracks < MIN_CALIBRATION_TRACKS or works < MIN_CALIBRATION_WORKS:
-        return f"calibrated on only {tracks} held-out tracks of {works} works; {need}"
-    return None

@@ -358,7 +358,7 @@ def pretrain(
     from musicidx.encoder.config import default_cache_dir
     from musicidx.encoder.pretrain.config import load_pretrain_config
     from musicidx.encoder.pretrain.run import pretrain as run_pretrain
-    from musicidx.indexer.build import default_workers
+    from musicidx.encoder.runtime import default_workers
 
     config = load_pretrain_config(recipe_file)
     r = run_pretrain(

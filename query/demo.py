@@ -26,7 +26,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig, default_cache_dir
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.fingerprints import file_sha256
+from musicidx.encoder.runtime import Progress, default_workers
 from musicidx.encoder.scores import (
     EXPORT_VERSION,
     ScoreError,
@@ -42,7 +43,6 @@ from musicidx.encoder.scores import (
     music21_version,
     piece_names,
 )
-from musicidx.indexer.build import default_workers
 
 from .engine import SCORE_COLUMNS, ScoreRow, Searcher, list_query_files, score_files
 
@@ -58,8 +58,6 @@ DEMO_FEATURES = FeatureConfig(clip_seconds=8.0, clips_per_track=8, min_clip_hop_
 DEMO_TRAIN = TrainConfig(epochs=10, batches_per_epoch=16, clips_per_composer=8, crop_seconds=6.0, mining="batch-hard")
 #: A narrower encoder than the default: about half the compute per step, ample for four composers.
 DEMO_MODEL = ModelConfig(channels=(16, 32, 64, 128))
-
-Progress = Callable[[str, int, int], None]
 
 
 class DemoError(ScoreError):

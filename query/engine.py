@@ -27,6 +27,7 @@ import numpy as np
 
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, MusicIdxError
+from musicidx.encoder.runtime import set_torch_threads
 from musicidx.encoder.soundfont import matching_soundfont
 from musicidx.indexer.corpus import display_name, is_midi_name
 from musicidx.indexer.features import FeatureCache, TrackFeatures, extract_file
@@ -91,7 +92,6 @@ class Searcher:
         soundfont: str | Path | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
-        import torch
 
         from musicidx.encoder.model import Encoder
 
@@ -122,7 +122,7 @@ class Searcher:
                 f"encoder.pt does not fit the model in the manifest ({str(e)[:200]})", path=self.index_dir
             ) from e
         self.model.eval()
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        set_torch_threads()
         clips = self.contents.clips
         self.composers: list[str] = sorted(m.composers)
         label_of = {c: i for i, c in enumerate(self.composers)}

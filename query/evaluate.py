@@ -39,7 +39,10 @@ from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.errors import MusicIdxError, install_hint
 from musicidx.encoder.orchestration import ORCHESTRATIONS
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
-from musicidx.indexer.build import Corpus, Progress, TrackScores, fit_index, prepare_corpus, score_tracks, stack_clips
+from musicidx.encoder.runtime import Progress
+from musicidx.indexer.fit import fit_index
+from musicidx.indexer.prepare import Corpus, prepare_corpus, stack_clips
+from musicidx.indexer.scoring import TrackScores, score_tracks
 
 from .splits import grouped_folds
 

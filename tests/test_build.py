@@ -11,17 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from musicidx.encoder.config import FeatureConfig
-from musicidx.indexer.build import (
-    ClipArrays,
-    TrackScores,
-    majority_baseline,
-    prepare_corpus,
-    score_tracks,
-    single_work_composers,
-    split_by_work,
-    thin_clips,
-)
 from musicidx.indexer.corpus import CorpusError
+from musicidx.indexer.holdout import majority_baseline, single_work_composers, split_by_work
+from musicidx.indexer.prepare import ClipArrays, prepare_corpus, thin_clips
+from musicidx.indexer.scoring import TrackScores, score_tracks
 
 
 def _check_split(composers: list[str], works: list[str], **kw: Any) -> tuple[np.ndarray, np.ndarray]:

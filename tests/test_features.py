@@ -13,8 +13,8 @@ from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.errors import InvalidMidiError, MusicIdxError, SynthesisError
 from musicidx.encoder.fingerprints import file_sha256
 from musicidx.encoder.soundfont import SoundFont
-from musicidx.indexer.build import TrainedCache
 from musicidx.indexer.features import FEATURES_VERSION, FeatureCache, extract_file, extract_many
+from musicidx.indexer.training import TrainedCache
 
 pytestmark = [pytest.mark.fluidsynth]
 

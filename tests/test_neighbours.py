@@ -9,9 +9,9 @@ import pytest
 
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.indexer.ann import make_faiss_index
+from musicidx.indexer.calibration import calibrate_threshold
 from musicidx.indexer.neighbours import (
     Neighbours,
-    calibrate_threshold,
     clip_novelty,
     reference_kth_distances,
     relative_novelty,

@@ -20,9 +20,13 @@ from click.testing import CliRunner
 from tiny import SyntheticIndex
 
 from musicidx.cli import _render_answer, cli
-from musicidx.indexer.build import works_needed_per_composer
+from musicidx.indexer.calibration import (
+    MIN_CALIBRATION_TRACKS,
+    MIN_CALIBRATION_WORKS,
+    calibration_shortfall,
+    works_needed_per_composer,
+)
 from musicidx.indexer.manifest import Novelty
-from musicidx.indexer.neighbours import MIN_CALIBRATION_TRACKS, MIN_CALIBRATION_WORKS, calibration_shortfall
 from musicidx.query.engine import Searcher
 
 

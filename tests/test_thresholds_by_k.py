@@ -1,6 +1,6 @@
 """A "new composer" verdict is only given against a threshold calibrated for the k in use.
 
-The build calibrates one threshold per k of :data:`~musicidx.indexer.build.CALIBRATED_KS` that the
+The build calibrates one threshold per k of :data:`~musicidx.indexer.calibration.CALIBRATED_KS` that the
 training clips allow (and its own k); ``query --k`` takes one of those or is refused in one line.
 """
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from midi_factory import TRACK_NAMES
 
 from musicidx.cli import cli
-from musicidx.indexer.build import calibration_ks
+from musicidx.indexer.calibration import calibration_ks
 from musicidx.query.engine import Searcher
 
 pytestmark = [pytest.mark.fluidsynth]

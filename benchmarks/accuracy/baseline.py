@@ -38,10 +38,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.paths import TRAINING_CORPUS
+from musicidx.encoder.frontend import LOG_FLOOR
 from musicidx.query.splits import grouped_folds, leave_one_composer_out
-
-LOG_FLOOR = 1e-4  # encoder/frontend.py: log-CQT = log(magnitude + 1e-4)
-
 
 # ----------------------------------------------------------------------------- splits
 
@@ -222,7 +220,7 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
 
-    from musicidx.indexer.build import prepare_corpus
+    from musicidx.indexer.prepare import prepare_corpus
 
     began = time.monotonic()
     corpus = prepare_corpus(args.midi_dir, cache_dir=True)

@@ -70,10 +70,9 @@ import numpy as np
 
 from benchmarks.accuracy.baseline import closed_set, eval_splits, fold_seed_spread, logistic, print_closed
 from benchmarks.paths import RESULTS, TRAINING_CORPUS
+from musicidx.encoder.model import KEY_PROFILES
 
-# Krumhansl-Kessler key profiles, tonic first.
-MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+MAJOR, MINOR = (np.array(p) for p in KEY_PROFILES)  # the encoder's Krumhansl-Kessler profiles, tonic first
 CHORD_GAP = 0.03  # seconds: onsets closer than this are one chord
 DURATION_EDGES = np.array([-np.inf, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, np.inf])  # log2 quarters
 NOVELTY = ("knn", "maxprob")

@@ -38,8 +38,8 @@ from musicidx.encoder.model import embed
 from musicidx.encoder.pretrained import load_pretrained
 from musicidx.encoder.recipe import load_recipe
 from musicidx.indexer.ann import make_faiss_index
-from musicidx.indexer.build import prepare_corpus, stack_clips
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search
+from musicidx.indexer.prepare import prepare_corpus, stack_clips
 from musicidx.query.evaluate import open_set_metrics
 
 OUT = RESULTS / "novelty_calibration.json"

@@ -19,7 +19,9 @@ import numpy as np
 
 from benchmarks.paths import add_corpus_argument
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
-from musicidx.indexer.build import Corpus, fit_index, prepare_corpus, score_tracks, stack_clips
+from musicidx.indexer.fit import fit_index
+from musicidx.indexer.prepare import Corpus, prepare_corpus, stack_clips
+from musicidx.indexer.scoring import score_tracks
 from musicidx.query.splits import grouped_folds
 
 

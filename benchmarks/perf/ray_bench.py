@@ -52,8 +52,9 @@ def machine() -> dict[str, Any]:
 
 
 def features(corpus: Path, work: Path) -> dict[str, Any]:
-    from musicidx.indexer.build import default_workers, prepare_corpus
+    from musicidx.encoder.runtime import default_workers
     from musicidx.indexer.distributed import ray_session, track_features_equal
+    from musicidx.indexer.prepare import prepare_corpus
 
     t0 = time.monotonic()
     local = prepare_corpus(corpus, cache_dir=work / "cache-local")

@@ -16,12 +16,12 @@ import os
 import re
 import tempfile
 import unicodedata
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..runtime import Progress
 from .config import CorpusSpec, PretrainError
 
 #: Formats that hold a score, in order of preference when a piece exists in several.
@@ -183,9 +183,6 @@ def _lieder_pieces(spec: CorpusSpec, root: Path, held: dict[str, Any]) -> list[P
 
 
 # ----------------------------------------------------------------------------- export
-
-#: ``progress(stage, done, total)``
-Progress = Callable[[str, int, int], None]
 
 
 def export_corpus(

@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..model import Encoder
+from ..runtime import Progress
 from ..train import triplet_loss
 from .config import PretrainConfig
 
@@ -123,7 +124,7 @@ def pretrain_loop(
     cfg: PretrainConfig,
     work: Path,
     *,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
     stop_after: int | None = None,
     data: str = "",
 ) -> Encoder:

@@ -18,17 +18,15 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..fingerprints import file_sha256
+from ..runtime import Progress, set_torch_threads
 from .config import PretrainConfig, PretrainError
 from .corpus import Piece, export_corpus, load_heldout, plan_corpus, write_json
 from .views import render_corpus, views_path
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -53,8 +51,6 @@ def pretrain(
     stop_after: int | None = None,
 ) -> PretrainReport:
     """Run every stage of ``config`` in ``work`` and write the weights to ``out``."""
-    import torch
-
     from .loop import load_views, pretrain_loop
 
     seconds: dict[str, float] = {}
@@ -77,7 +73,7 @@ def pretrain(
     vs = load_views([(views_path(work, sha, digest), p.label) for p, sha in usable])
     if len(vs.feats) < config.loop.passages:
         raise PretrainError(f"only {len(vs.feats)} usable passages, fewer than one step's {config.loop.passages}")
-    torch.set_num_threads(max(1, workers))
+    set_torch_threads(workers)
     data = hashlib.sha256(json.dumps([s for _, s in usable]).encode()).hexdigest()
     model = pretrain_loop(vs, config, work, progress=progress, stop_after=stop_after, data=data)
     seconds["train"] = time.monotonic() - t

@@ -17,7 +17,7 @@ import copy
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..config import FeatureConfig
 from ..errors import MusicIdxError
+from ..runtime import Progress, set_torch_threads
 from .config import PretrainConfig, PretrainError, ViewSpec
 from .corpus import write_json
 
@@ -129,9 +130,7 @@ _STATE: dict[str, Any] = {}
 
 
 def _init(config: PretrainConfig) -> None:
-    import torch
-
-    torch.set_num_threads(1)  # one process per core
+    set_torch_threads(worker=True)  # one process per core
     _STATE["config"] = config
     from ..render import Synth
 
@@ -165,7 +164,7 @@ def render_corpus(
     config: PretrainConfig,
     *,
     workers: int,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, str]:
     """Render the views of every ``(midi path, sha256)`` not yet in ``WORK/views``; returns the
     reason of every piece that failed (recorded in ``WORK/views/failed-<digest>.json``, not retried)."""

@@ -49,6 +49,7 @@ import numpy as np
 from musicidx.encoder.config import FeatureConfig
 from musicidx.encoder.errors import ConfigMismatchError, DependencyError, InvalidMidiError, MusicIdxError
 from musicidx.encoder.midi import MAX_FILE_BYTES
+from musicidx.encoder.runtime import default_workers, set_torch_threads
 from musicidx.encoder.soundfont import SoundFont
 
 #: Files admitted beyond those being worked on (the queue), by default.
@@ -57,9 +58,15 @@ DEFAULT_QUEUE = 32
 DEFAULT_MAX_FILES = 16
 
 
-def default_workers() -> int:
-    """One worker process per core, at most four (the work of one file is single-threaded)."""
-    return max(1, min(4, os.cpu_count() or 1))
+#: The server's worker processes by default: one per usable core, at most this many (the work of
+#: one file is single-threaded; each worker holds a synthesiser and its SoundFont in memory).
+MAX_DEFAULT_WORKERS = 4
+
+
+def serve_workers() -> int:
+    """The server's worker processes by default: :func:`~musicidx.encoder.runtime.default_workers`,
+    at most :data:`MAX_DEFAULT_WORKERS`."""
+    return min(MAX_DEFAULT_WORKERS, default_workers())
 
 
 # ------------------------------------------------------------------------------ errors
@@ -115,7 +122,7 @@ class ServeConfig:
     """What ``musicidx serve`` was asked for."""
 
     index_dir: Path
-    workers: int = field(default_factory=default_workers)
+    workers: int = field(default_factory=serve_workers)
     queue: int = DEFAULT_QUEUE
     max_upload_bytes: int = MAX_FILE_BYTES
     max_files: int = DEFAULT_MAX_FILES
@@ -197,12 +204,10 @@ def load_generation(config: ServeConfig, number: int) -> Generation:
 def _init_worker() -> None:
     import signal
 
-    import torch
-
     from musicidx.encoder.deps import import_fluidsynth
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
-    torch.set_num_threads(1)
+    set_torch_threads(worker=True)
     import_fluidsynth()
 
 
