@@ -431,14 +431,17 @@ def eval_(
     re-orchestrated, over several training seeds (one for a frozen pretrained encoder), with the
     default recipe or --recipe; or, with --index, an existing index on another labelled folder.
     Progress on stderr: a line per fit, with the time left (by default 3 seeds x (5 folds + 1 per composer))."""
-    from musicidx.query import evaluate as ev
+    from musicidx.evaluate.cross import evaluate_index, write_cross_report
+    from musicidx.evaluate.plots import PLOTS_HINT, can_plot
+    from musicidx.evaluate.protocol import evaluate
+    from musicidx.evaluate.report import write_report
 
-    draw = report_dir is not None and plots is not False and ev.can_plot(required=plots is True)  # before any work
+    draw = report_dir is not None and plots is not False and can_plot(required=plots is True)  # before any work
     if report_dir is not None and plots is None and not draw:
-        click.echo(f"musicidx: warning: no plots: {ev.PLOTS_HINT}; writing report.json only", err=True)
+        click.echo(f"musicidx: warning: no plots: {PLOTS_HINT}; writing report.json only", err=True)
     if index_dir is not None:
-        cross = ev.evaluate_index(index_dir, midi_dir, workers=workers, progress=Progress())
-        written = ev.write_cross_report(cross, report_dir, plots=draw) if report_dir else []
+        cross = evaluate_index(index_dir, midi_dir, workers=workers, progress=Progress())
+        written = write_cross_report(cross, report_dir, plots=draw) if report_dir else []
         out = _json(cross.to_dict()) if as_json else _render_cross(cross, written)
         click.echo(out)
         return
@@ -446,11 +449,11 @@ def eval_(
 
     def keep(partial: Any) -> None:
         if report_dir is not None:
-            ev.write_report(partial, report_dir, plots=False)
+            write_report(partial, report_dir, plots=False)
             kept[:] = [partial.partial]
 
     try:
-        report = ev.evaluate(
+        report = evaluate(
             midi_dir, folds=folds, seed=seed, seeds=range(seeds), recipe=_recipe(recipe_file), workers=workers,
             progress=Progress(), on_partial=keep if report_dir else None,
         )  # fmt: skip
@@ -461,7 +464,7 @@ def eval_(
             f"{report_dir}/report.json keeps the {kept[0]['fits_done']} of {kept[0]['fits_total']} fits finished "
             "(a partial report)"
         ) from None
-    written = ev.write_report(report, report_dir, plots=draw) if report_dir else []
+    written = write_report(report, report_dir, plots=draw) if report_dir else []
     click.echo(_json(report.to_dict()) if as_json else _render_eval(report, written))
 
 
