@@ -479,7 +479,7 @@ def eval_(
 @json_option
 def demo(out: Path, as_json: bool) -> None:
     """Index real music shipped by music21 (musicidx[demo]) and score held-out pieces and a new composer."""
-    from musicidx.query.demo import run_demo
+    from musicidx.demo.run import run_demo
 
     r = run_demo(out, progress=Progress())
     click.echo(_json(r.to_dict()) if as_json else _render_demo(r))
