@@ -18,8 +18,9 @@ file and the reason.
 
 The package is three stages under one namespace -- :mod:`musicidx.encoder` (MIDI to
 embeddings), :mod:`musicidx.indexer` (a labelled corpus to an index directory) and
-:mod:`musicidx.query` (an index and new files to answers) -- plus the command line in
-:mod:`musicidx.cli`.
+:mod:`musicidx.query` (an index and new files to answers) -- and, on top, the faces and the apps
+that use them all: the command line (:mod:`musicidx.cli`), the server (:mod:`musicidx.serve`),
+the evaluation (:mod:`musicidx.evaluate`) and the demo (:mod:`musicidx.demo`).
 """
 
 from __future__ import annotations

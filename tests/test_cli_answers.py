@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from midi_factory import TRACK_NAMES
 from tiny import SyntheticIndex
 
-from musicidx.cli import _render_answer, cli
+from musicidx.cli import cli
+from musicidx.cli.text import render_answer
 from musicidx.query.engine import SCORE_DECIMALS, Searcher
 
 
@@ -30,7 +31,7 @@ def _answer(index: SyntheticIndex, **novelty: Any) -> dict[str, Any]:
 
 def test_a_known_composer_in_words(synthetic_index: SyntheticIndex) -> None:
     a = _answer(synthetic_index, threshold=2.0, accept_rate=0.95)
-    lines = _render_answer(a).splitlines()
+    lines = render_answer(a).splitlines()
     assert lines[0] == "q.mid"
     assert lines[1] == f"  composer     Beta (confidence {a['confidence']:.2f}: its share of the vote)"
     assert lines[2].startswith("  vote         Beta ") and lines[2].endswith(
@@ -50,7 +51,7 @@ def test_a_known_composer_in_words(synthetic_index: SyntheticIndex) -> None:
 def test_a_new_composer_in_words(synthetic_index: SyntheticIndex) -> None:
     a = _answer(synthetic_index, threshold=0.0)  # no accept_rate recorded: the verdict does not invent one
     assert a["is_new"]
-    verdict = _render_answer(a).splitlines()[3]
+    verdict = render_answer(a).splitlines()[3]
     assert verdict.startswith("  verdict      probably a composer NOT in the index: novelty ")
     assert verdict.endswith("vs the threshold 0 calibrated for k=4; Beta is only the nearest known composer")
 
@@ -59,7 +60,7 @@ def test_the_same_composition_in_words(synthetic_index: SyntheticIndex) -> None:
     s = Searcher(synthetic_index.path)
     alpha = synthetic_index.contents.clips.column("notes_sha256")[0].as_py()
     a = s.query_features(synthetic_index.feats[4:6], np.array([0.0, 2.0]), name="q", notes_sha256=alpha).to_dict()
-    lines = _render_answer(a).splitlines()
+    lines = render_answer(a).splitlines()
     assert lines[2] == "  vote         Alpha 1.00, the composer of that track (no vote needed)"
     assert lines[3] == "  verdict      a known composer: it plays the same notes as the training track " + (
         "Alpha/Work 0_OP0_0_w.mid"
@@ -76,7 +77,7 @@ def test_nearest_tracks_are_told_apart_by_their_distance() -> None:
     a = {"file": "q.mid", "composer": "B", "confidence": 0.7, "votes": {"A": 0.3, "B": 0.7}, "novelty": 0.01}
     a |= {"threshold": 0.05, "k": 10, "accept_rate": 0.95, "is_new": False, "same_composition": False}
     a |= {"same_track": None, "nearest": nearest, "clips": 8}
-    lines = _render_answer(a).splitlines()[4:]
+    lines = render_answer(a).splitlines()[4:]
     assert lines == [
         f"  nearest      B/{i}.mid (B): distance {d}; best-matching clips start at 12.5s in the query and 40.0s "
         "in this track"

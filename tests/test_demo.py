@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from musicidx.demo import run
+from musicidx.demo.export import export_corpus
+from musicidx.demo.recipe import DEMO_FEATURES, DemoError, load_recipe, parse_recipe
 from musicidx.encoder.scores import ScoreDependencyError, ScoreError
 from musicidx.encoder.scores import export_score as export_piece
 from musicidx.indexer.corpus import work_of
-from musicidx.query import demo
-from musicidx.query.demo import DemoError, export_corpus, load_recipe, parse_recipe
 
 SHIPPED = Path(__file__).resolve().parents[1] / "musicidx" / "data" / "demo_recipe.json"
 
@@ -84,7 +85,7 @@ def test_piece_names_group_movements_into_works() -> None:
 
 def test_recipe_overrides_features_and_training() -> None:
     recipe = parse_recipe(_tiny(features={"clip_seconds": 4.0}, training={"epochs": 2}))
-    assert recipe.features.clip_seconds == 4.0 and recipe.features.clips_per_track == demo.DEMO_FEATURES.clips_per_track
+    assert recipe.features.clip_seconds == 4.0 and recipe.features.clips_per_track == DEMO_FEATURES.clips_per_track
     assert recipe.training.epochs == 2
 
 
@@ -264,7 +265,7 @@ def test_demo_end_to_end_then_warm_through_the_cli(tmp_path: Path, monkeypatch: 
         training={"epochs": 2, "batches_per_epoch": 3, "clips_per_composer": 4, "crop_seconds": 3.0},
     )
     recipe, out = parse_recipe(small), tmp_path / "demo"
-    r = demo.run_demo(out, recipe=recipe, workers=1)
+    r = run.run_demo(out, recipe=recipe, workers=1)
     assert r.known_composers == ["Bach", "Palestrina"] and r.new_composer == "Mozart"
     assert [(x.file, x.true_composer, x.known) for x in r.rows] == [
         ("bwv3.6.mid", "Bach", True),
@@ -280,7 +281,7 @@ def test_demo_end_to_end_then_warm_through_the_cli(tmp_path: Path, monkeypatch: 
         ("k545_K545_1_movement1-exposition.mid", "Mozart", "ok"),
     ]
 
-    monkeypatch.setattr(demo, "load_recipe", lambda path=None: recipe)
+    monkeypatch.setattr(run, "load_recipe", lambda path=None: recipe)
     res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     warm = json.loads(res.stdout)

@@ -462,7 +462,8 @@ def test_cli_add_enrols_a_new_composer_without_retraining(
 def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path: Path) -> None:
     from tiny import FEATURES, MODEL, TRAIN
 
-    from musicidx.query.evaluate import evaluate, write_report
+    from musicidx.evaluate.protocol import evaluate
+    from musicidx.evaluate.report import write_report
 
     rep = evaluate(
         corpus_dir,

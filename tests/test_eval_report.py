@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from musicidx.cli import cli
-from musicidx.query import evaluate
+from musicidx.evaluate import plots as figures
+from musicidx.evaluate import protocol
+from musicidx.evaluate.report import EvalReport, write_report
 
 NO_PLOTS = (
     "musicidx: warning: no plots: plots need matplotlib: pip install 'musicidx[plots]' (from a source checkout: "
@@ -55,14 +57,14 @@ def test_plots_asked_for_without_matplotlib_fail_before_any_work(
 
 def test_report_json_is_written_before_any_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
-    report = evaluate.EvalReport(["A", "B"], 2, {"balanced_accuracy": 0.5}, {}, {}, 1.0)
+    report = EvalReport(["A", "B"], 2, {"balanced_accuracy": 0.5}, {}, {}, 1.0)
 
     def broken(r: Any, out: Path) -> Path:
         raise RuntimeError("a plot failed")
 
-    monkeypatch.setattr(evaluate, "_plot_confusion", broken)
+    monkeypatch.setattr(figures, "plot_confusion", broken)
     with pytest.raises(RuntimeError, match="a plot failed"):
-        evaluate.write_report(report, tmp_path)
+        write_report(report, tmp_path)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["closed"] == {"balanced_accuracy": 0.5} and saved["plots"] == [] and saved["partial"] is None
 
@@ -89,7 +91,7 @@ def test_without_matplotlib_eval_writes_report_json_and_says_each_fit(
 def test_an_interrupted_eval_keeps_a_partial_report(
     corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_eval: None
 ) -> None:
-    real_fit, calls = evaluate._fit, [0]
+    real_fit, calls = protocol._fit, [0]
 
     def fit(*args: Any, **kw: Any) -> Any:  # Ctrl-C during the 7th fit: seed 0 done (5 fits), seed 1 one fold in
         calls[0] += 1
@@ -97,7 +99,7 @@ def test_an_interrupted_eval_keeps_a_partial_report(
             raise KeyboardInterrupt
         return real_fit(*args, **kw)
 
-    monkeypatch.setattr(evaluate, "_fit", fit)
+    monkeypatch.setattr(protocol, "_fit", fit)
     r = _eval(corpus_dir, tmp_path / "rep", "--no-plots")
     assert r.exit_code == 130
     assert r.stderr.splitlines()[-1] == (

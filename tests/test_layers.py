@@ -73,6 +73,20 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert found == [("musicidx.query.engine", 2), ("musicidx.indexer", 1)]
 
 
-@pytest.mark.parametrize("name", ["musicidx.cli", "musicidx", "musicidx.serve.app"])
+@pytest.mark.parametrize(
+    "name", ["musicidx.cli", "musicidx", "musicidx.serve.app", "musicidx.evaluate.protocol", "musicidx.demo.run"]
+)
 def test_the_faces_are_on_top(name: str) -> None:
     assert height_of_module(name) == FACE
+
+
+def test_the_query_stage_builds_nothing() -> None:
+    """Apps that build indexes (the evaluation protocol, the demo) live on the face with the CLI:
+    no module of the query stage imports what builds or enrols."""
+    builders = {"build_index", "fit_index", "add_to_index"}
+    found = []
+    for path in sorted((REPO / "query").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and builders & {a.name for a in node.names}:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert found == []

@@ -19,7 +19,8 @@ import pytest
 from click.testing import CliRunner
 from tiny import SyntheticIndex
 
-from musicidx.cli import _render_answer, cli
+from musicidx.cli import cli
+from musicidx.cli.text import render_answer
 from musicidx.indexer.calibration import (
     MIN_CALIBRATION_TRACKS,
     MIN_CALIBRATION_WORKS,
@@ -64,13 +65,13 @@ def test_an_uncalibrated_answer_claims_no_verdict(synthetic_index: SyntheticInde
     s = Searcher(synthetic_index.path)
     a = s.query_features(synthetic_index.feats[4:6], np.array([0.0, 2.0]), name="q.mid").to_dict()
     assert (a["calibrated"], a["is_new"]) == (False, None) and a["novelty"] >= 0.0
-    verdict = _render_answer(a).splitlines()[3]
+    verdict = render_answer(a).splitlines()[3]
     assert verdict.startswith("  verdict      none: the index's novelty threshold is uncalibrated")
     assert "vs the threshold 0.5 uncalibrated for k=4;" in verdict and "stay under it" not in verdict
     same = synthetic_index.contents.clips.column("notes_sha256")[0].as_py()  # a training track's notes: known
     b = s.query_features(synthetic_index.feats[0:2], np.array([0.0, 2.0]), name="t.mid", notes_sha256=same)
     assert (b.is_new, b.calibrated) == (False, False)
-    assert "uncalibrated, but none is needed here" in _render_answer(b.to_dict())
+    assert "uncalibrated, but none is needed here" in render_answer(b.to_dict())
 
 
 # ----------------------------------------------------------------------------- real tiny builds

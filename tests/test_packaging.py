@@ -36,6 +36,9 @@ def test_building_the_package_prints_no_setuptools_banner(tmp_path: Path) -> Non
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {"musicidx/data/demo_recipe.json", "musicidx/serve/static/app.js", "musicidx/serve/static/favicon.svg"}
     assert shipped <= names and "musicidx/py.typed" in names
+    # every module of the face ships (a subpackage left out of `packages` would be silently missing)
+    face = {f"musicidx/{p.relative_to(ROOT / 'musicidx').as_posix()}" for p in (ROOT / "musicidx").rglob("*.py")}
+    assert sorted(face - names) == []
 
 
 def test_install_hints_name_the_package_and_a_checkout() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from musicidx.encoder.errors import MusicIdxError
-from musicidx.query.splits import grouped_folds, leave_one_composer_out
+from musicidx.evaluate.splits import grouped_folds, leave_one_composer_out
 
 #: 3 composers x 5 works x 2 movements, interleaved so that positions do not follow composers
 COMPOSERS = [c for _ in range(2) for c in ("Alpha", "Beta", "Gamma") for _ in range(5)]

@@ -18,7 +18,8 @@ from pathlib import Path
 from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.recipe import DEFAULT_RECIPE
-from musicidx.query.evaluate import evaluate, write_report
+from musicidx.evaluate.protocol import evaluate
+from musicidx.evaluate.report import write_report
 
 
 def main() -> None:

@@ -11,11 +11,11 @@ normalised per frame to sum 1, then mean and standard deviation over frames of e
 class. 84 + 84 + 12 + 12 = 192 numbers per clip; a track is the mean of its clips' vectors.
 
 Closed set: ``StandardScaler`` + ``LogisticRegression``, with ``class_weight="balanced"`` and
-without, on :func:`musicidx.query.splits.grouped_folds` (grouped by work, stratified by composer:
+without, on :func:`musicidx.evaluate.splits.grouped_folds` (grouped by work, stratified by composer:
 the folds ``musicidx eval`` uses). Out-of-fold predictions of every track give
 accuracy, balanced accuracy, macro-F1, per-composer recall and the confusion matrix.
 
-Open set: :func:`musicidx.query.splits.leave_one_composer_out` — for each composer, the other
+Open set: :func:`musicidx.evaluate.splits.leave_one_composer_out` — for each composer, the other
 composers' tracks are split with the same fold function and the first fold held out (``musicidx
 eval``'s open set); the training tracks (scaled by a
 ``StandardScaler`` fitted on them) are the reference set. Novelty of a query track = Euclidean
@@ -23,7 +23,7 @@ distance of its standardised vector to its k-th nearest reference track. Known =
 tracks of the other composers, unknown = every track of the left-out composer. AUROC (unknown
 positive), FPR at 95 % TPR (share of unknown tracks accepted at the threshold that accepts 95 %
 of known ones) and OSCR (with the balanced logistic regression's predictions on the known
-tracks), via :func:`musicidx.query.evaluate.open_set_metrics`, as ``musicidx eval`` reports them.
+tracks), via :func:`musicidx.evaluate.metrics.open_set_metrics`, as ``musicidx eval`` reports them.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 
 from benchmarks.paths import TRAINING_CORPUS
 from musicidx.encoder.frontend import LOG_FLOOR
-from musicidx.query.splits import grouped_folds, leave_one_composer_out
+from musicidx.evaluate.splits import grouped_folds, leave_one_composer_out
 
 # ----------------------------------------------------------------------------- splits
 
@@ -134,7 +134,7 @@ def open_set(
     from sklearn.neighbors import NearestNeighbors
     from sklearn.preprocessing import StandardScaler
 
-    from musicidx.query.evaluate import open_set_metrics
+    from musicidx.evaluate.metrics import open_set_metrics
 
     per: dict[str, Any] = {}
     for c, (ref, known, unknown) in splits.items():
@@ -270,7 +270,7 @@ def main() -> None:
                 "n_splits": args.folds,
                 "seed": args.seed,
                 "test_tracks": [int(len(te)) for _, te in folds],
-                "same_as_musicidx_eval": True,  # the same function, musicidx.query.splits.grouped_folds
+                "same_as_musicidx_eval": True,  # the same function, musicidx.evaluate.splits.grouped_folds
             },
             "closed": {r["class_weight"] or "none": r for r in closed},
             "open": opened,

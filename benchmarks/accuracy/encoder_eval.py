@@ -31,8 +31,10 @@ import numpy as np
 from benchmarks.data.export_music21 import NEW
 from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe, load_recipe
+from musicidx.evaluate.cross import evaluate_index
+from musicidx.evaluate.metrics import open_set_metrics, summarise
+from musicidx.evaluate.protocol import evaluate
 from musicidx.indexer.build import build_index
-from musicidx.query.evaluate import evaluate, evaluate_index, open_set_metrics, summarise
 
 OUT = RESULTS / "encoders.jsonl"
 

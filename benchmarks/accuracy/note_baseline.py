@@ -32,18 +32,18 @@ files it refuses are skipped and listed):
 Model: ``StandardScaler`` + ``LogisticRegression(class_weight="balanced")`` (``accuracy.baseline``'s
 ``logistic``).
 
-Closed set: grouped 5-fold CV on ``MIDI_DIR`` with :func:`musicidx.query.splits.grouped_folds`
+Closed set: grouped 5-fold CV on ``MIDI_DIR`` with :func:`musicidx.evaluate.splits.grouped_folds`
 (the folds ``musicidx eval`` uses, seed 0): accuracy, balanced accuracy, macro-F1, per-composer
 recall, confusion matrix.
 
-Open set, leave one composer out (:func:`musicidx.query.splits.leave_one_composer_out`, ``musicidx
+Open set, leave one composer out (:func:`musicidx.evaluate.splits.leave_one_composer_out`, ``musicidx
 eval``'s open set): reference = the other composers' training tracks, known = their held-out fold,
 unknown = every track of the left-out composer.  Two novelty statistics: ``knn`` = Euclidean
 distance of the standardised vector (scaler fitted on the reference) to its k-th nearest reference
 track, as ``accuracy.baseline``;
 ``maxprob`` = 1 - the largest predicted probability of the logistic regression fitted on the
 reference.  AUROC, FPR at 95 % TPR, OSCR per composer and mean, via
-:func:`musicidx.query.evaluate.open_set_metrics`.
+:func:`musicidx.evaluate.metrics.open_set_metrics`.
 
 Cross-corpus (``--cross DIR``, a labelled folder such as ``data.export_music21`` writes):
 fitted on the whole of ``MIDI_DIR``; accuracy and balanced accuracy (mean recall over the known
@@ -216,7 +216,7 @@ def novelty(x_ref: np.ndarray, y_ref: np.ndarray, x: np.ndarray, k: int, seed: i
 
 
 def _metrics(known: dict[str, np.ndarray], unknown: dict[str, np.ndarray], correct: np.ndarray) -> dict[str, Any]:
-    from musicidx.query.evaluate import open_set_metrics
+    from musicidx.evaluate.metrics import open_set_metrics
 
     return {s: open_set_metrics(known[s], unknown[s], correct) for s in NOVELTY}
 

@@ -37,10 +37,10 @@ from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.model import embed
 from musicidx.encoder.pretrained import load_pretrained
 from musicidx.encoder.recipe import load_recipe
+from musicidx.evaluate.metrics import open_set_metrics
 from musicidx.indexer.ann import make_faiss_index
 from musicidx.indexer.neighbours import Neighbours, clip_novelty, search
 from musicidx.indexer.prepare import prepare_corpus, stack_clips
-from musicidx.query.evaluate import open_set_metrics
 
 OUT = RESULTS / "novelty_calibration.json"
 STATS = ("kth", "relative")

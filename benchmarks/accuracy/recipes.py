@@ -34,8 +34,11 @@ import numpy as np
 from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 from musicidx.encoder.recipe import DEFAULT_RECIPE
+from musicidx.evaluate.cross import evaluate_index
+from musicidx.evaluate.metrics import summarise
+from musicidx.evaluate.protocol import evaluate
+from musicidx.evaluate.report import write_report
 from musicidx.indexer.build import build_index
-from musicidx.query.evaluate import evaluate, evaluate_index, summarise, write_report
 
 
 def configs(spec: dict[str, Any]) -> tuple[FeatureConfig, ModelConfig, TrainConfig, int]:

@@ -3,7 +3,7 @@
     python -m benchmarks.accuracy.vote_balance [POWER ...] [--corpus DIR] [--folds 5] [--seed 0]
 
 For each power ``p`` (default 1.0 and 0.5), the closed set of ``musicidx eval`` -- the same grouped
-folds (:func:`musicidx.query.splits.grouped_folds`), the default recipe -- with a track's votes for
+folds (:func:`musicidx.evaluate.splits.grouped_folds`), the default recipe -- with a track's votes for
 each composer divided by that composer's share of the index to the power ``p``
 (:func:`musicidx.indexer.neighbours.vote` with ``power=p``; ``p = 1`` is musicidx's balanced vote,
 ``p = 0`` the raw vote).  Only the vote changes: each fold's encoder is fitted once (from the
@@ -19,10 +19,10 @@ import numpy as np
 
 from benchmarks.paths import add_corpus_argument
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe
+from musicidx.evaluate.splits import grouped_folds
 from musicidx.indexer.fit import fit_index
 from musicidx.indexer.prepare import Corpus, prepare_corpus, stack_clips
 from musicidx.indexer.scoring import score_tracks
-from musicidx.query.splits import grouped_folds
 
 
 def fold_encoders(corpus: Corpus, folds: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe) -> list[Any]:

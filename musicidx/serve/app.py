@@ -31,9 +31,10 @@ import asyncio
 import contextlib
 import hmac
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,16 +44,11 @@ from fastapi.staticfiles import StaticFiles
 from musicidx import __version__
 from musicidx.encoder.errors import MusicIdxError
 
-from .service import (
-    BadInput,
-    QueryService,
-    ServeError,
-    TooLarge,
-    Unauthorized,
-    Unsupported,
-    Upload,
-    is_input_fault,
-)
+from .errors import BadInput, ServeError, TooLarge, Unauthorized, Unsupported, is_input_fault
+from .service import QueryService, Upload
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 STATIC = Path(__file__).resolve().parent / "static"
 _FIELD_LIMIT = 64 * 1024  # a non-file form field (ignored) may not be larger than this
@@ -79,6 +75,25 @@ _MULTIPART_BODY = {
 def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI:
     """The FastAPI application around ``service`` (which the caller made and, unless
     ``close_service``, closes); a background task picks up a rebuilt index."""
+    app = FastAPI(
+        title="musicidx",
+        version=__version__,
+        summary="Who composed this MIDI file, and is it a composer the index knows?",
+        lifespan=_lifespan(service, close_service=close_service),
+    )
+    app.state.service = service
+    _add_error_handlers(app)
+    authorised = _authorisation(service)
+    _add_query_route(app, service, authorised)
+    _add_index_routes(app, service, authorised)
+    _add_page_routes(app, service)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _lifespan(service: QueryService, *, close_service: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """While the app runs, a task that picks up a rebuilt index every ``reload_seconds``; at the
+    end it is cancelled (and the service closed, with ``close_service``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,13 +112,12 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
             if close_service:
                 service.close()
 
-    app = FastAPI(
-        title="musicidx",
-        version=__version__,
-        summary="Who composed this MIDI file, and is it a composer the index knows?",
-        lifespan=lifespan,
-    )
-    app.state.service = service
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """A :class:`ServeError` is its status with a one-line ``detail`` (and WWW-Authenticate or
+    Retry-After where they apply); any other :class:`MusicIdxError` is the server's fault (500)."""
 
     @app.exception_handler(ServeError)
     async def serve_error(request: Request, e: ServeError) -> JSONResponse:
@@ -125,6 +139,10 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
         every other 422, not FastAPI's list of error objects."""
         return JSONResponse({"detail": validation_detail(e.errors())}, status_code=422)
 
+
+def _authorisation(service: QueryService) -> Callable[[Request], None]:
+    """The dependency of every ``/v1`` route: the bearer token, when the server has one."""
+
     def authorised(request: Request) -> None:
         token = service.config.token
         if not token:
@@ -133,6 +151,10 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise Unauthorized("this server needs 'Authorization: Bearer <token>' (the token it was started with)")
 
+    return authorised
+
+
+def _add_query_route(app: FastAPI, service: QueryService, authorised: Callable[[Request], None]) -> None:
     @app.post(
         "/v1/query",
         dependencies=[Depends(authorised)],
@@ -165,6 +187,8 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
             body["detail"] = f"{name}: {first.reason}"
         return JSONResponse(body, status_code=status, headers={"X-Musicidx-Generation": str(outcome.generation)})
 
+
+def _add_index_routes(app: FastAPI, service: QueryService, authorised: Callable[[Request], None]) -> None:
     @app.get(
         "/v1/clip",
         dependencies=[Depends(authorised)],
@@ -184,6 +208,8 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
         """The index's manifest summary (composers, counts, k, thresholds, features) and the limits."""
         return service.info()
 
+
+def _add_page_routes(app: FastAPI, service: QueryService) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness: the index generation serving, files in work, answers given, reloads."""
@@ -196,9 +222,6 @@ def create_app(service: QueryService, *, close_service: bool = False) -> FastAPI
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon() -> FileResponse:  # what a browser asks for when a page names no icon
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 async def read_uploads(request: Request, folder: Path, *, max_bytes: int, max_files: int) -> list[Upload]:
@@ -216,61 +239,8 @@ async def read_uploads(request: Request, folder: Path, *, max_bytes: int, max_fi
     if length.isdigit() and int(length) > max_files * (max_bytes + 16 * 1024):
         raise TooLarge(f"the request is {int(length)} bytes, over {max_files} files of {_size(max_bytes)}")
 
-    uploads: list[Upload] = []
-    st: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "fh": None, "size": 0, "name": ""}
-
-    def on_part_begin() -> None:
-        st.update(headers={}, field=b"", value=b"", fh=None, size=0, name="")
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        st["field"] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        st["value"] += data[start:end]
-
-    def on_header_end() -> None:
-        st["headers"][st["field"].lower()] = st["value"]
-        st.update(field=b"", value=b"")
-
-    def on_headers_finished() -> None:
-        _, opts = parse_options_header(st["headers"].get(b"content-disposition", b""))
-        filename = opts.get(b"filename")
-        if not filename:
-            return  # a plain form field, or a form's file input left empty: read and ignored
-        if len(uploads) >= max_files:
-            raise TooLarge(f"more than {max_files} files in one request; send at most {max_files}")
-        name = filename.decode("utf-8", "backslashreplace")
-        path = folder / f"{len(uploads)}.mid"
-        st.update(fh=os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"), name=name)
-        uploads.append(Upload(name, path))
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        st["size"] += end - start
-        if st["fh"] is None:
-            if st["size"] > _FIELD_LIMIT:
-                raise TooLarge(f"a form field is over {_size(_FIELD_LIMIT)}")
-            return
-        if st["size"] > max_bytes:
-            raise TooLarge(f"{st['name']}: upload is over the {_size(max_bytes)} limit")
-        st["fh"].write(data[start:end])
-
-    def on_part_end() -> None:
-        if st["fh"] is not None:
-            st["fh"].close()
-            st["fh"] = None
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
+    parts = _Parts(folder, max_bytes=max_bytes, max_files=max_files)
+    parser = MultipartParser(boundary, parts.callbacks())
     try:
         async for chunk in request.stream():
             parser.write(chunk)
@@ -278,11 +248,82 @@ async def read_uploads(request: Request, folder: Path, *, max_bytes: int, max_fi
     except MultipartParseError as e:
         raise BadInput(f"malformed multipart body ({e})") from e
     finally:
-        if st["fh"] is not None:
-            st["fh"].close()
-    if not uploads:
+        parts.close()
+    if not parts.uploads:
         raise BadInput("no file in the request; send one or more MIDI files as multipart/form-data")
-    return uploads
+    return parts.uploads
+
+
+class _Parts:
+    """The callbacks python-multipart's parser calls as a body streams in: each file part is written
+    to ``folder`` as it arrives and becomes an :class:`Upload`; a plain form field is read and
+    ignored.  The first byte over a limit is a :class:`TooLarge`."""
+
+    def __init__(self, folder: Path, *, max_bytes: int, max_files: int) -> None:
+        self.folder, self.max_bytes, self.max_files = folder, max_bytes, max_files
+        self.uploads: list[Upload] = []
+        self.on_part_begin()
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.field, self.value = b"", b""
+        self.fh: BinaryIO | None = None
+        self.size, self.name = 0, ""
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.field.lower()] = self.value
+        self.field, self.value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        _, opts = parse_options_header(self.headers.get(b"content-disposition", b""))
+        filename = opts.get(b"filename")
+        if not filename:
+            return  # a plain form field, or a form's file input left empty: read and ignored
+        if len(self.uploads) >= self.max_files:
+            raise TooLarge(f"more than {self.max_files} files in one request; send at most {self.max_files}")
+        name = filename.decode("utf-8", "backslashreplace")
+        path = self.folder / f"{len(self.uploads)}.mid"
+        self.fh, self.name = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"), name
+        self.uploads.append(Upload(name, path))
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self.size += end - start
+        if self.fh is None:
+            if self.size > _FIELD_LIMIT:
+                raise TooLarge(f"a form field is over {_size(_FIELD_LIMIT)}")
+            return
+        if self.size > self.max_bytes:
+            raise TooLarge(f"{self.name}: upload is over the {_size(self.max_bytes)} limit")
+        self.fh.write(data[start:end])
+
+    def on_part_end(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+    def close(self) -> None:
+        """Close the file a body that broke off was being written to."""
+        if self.fh is not None:
+            self.fh.close()
 
 
 def validation_detail(errors: Any) -> str:

@@ -27,16 +27,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import functools
-import io
 import math
 import multiprocessing as mp
 import os
 import shutil
 import tempfile
 import time
-import wave
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -44,13 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from musicidx.encoder.config import FeatureConfig
-from musicidx.encoder.errors import ConfigMismatchError, DependencyError, InvalidMidiError, MusicIdxError
+from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.midi import MAX_FILE_BYTES
-from musicidx.encoder.runtime import default_workers, set_torch_threads
-from musicidx.encoder.soundfont import SoundFont
+from musicidx.encoder.runtime import default_workers
+
+from .errors import BadInput, Busy, NotFound, ServeError
+from .workers import file_features, init_worker, render_wav, trim, warm, warm_up_piece
 
 #: Files admitted beyond those being worked on (the queue), by default.
 DEFAULT_QUEUE = 32
@@ -67,51 +63,6 @@ def serve_workers() -> int:
     """The server's worker processes by default: :func:`~musicidx.encoder.runtime.default_workers`,
     at most :data:`MAX_DEFAULT_WORKERS`."""
     return min(MAX_DEFAULT_WORKERS, default_workers())
-
-
-# ------------------------------------------------------------------------------ errors
-
-
-class ServeError(MusicIdxError):
-    """A request the server refuses; ``status`` is the HTTP status it answers with."""
-
-    status = 500
-
-
-class Unauthorized(ServeError):
-    status = 401
-
-
-class NotFound(ServeError):
-    status = 404
-
-
-class TooLarge(ServeError):
-    status = 413
-
-
-class Unsupported(ServeError):
-    status = 415
-
-
-class BadInput(ServeError):
-    status = 422
-
-
-class Busy(ServeError):
-    """Every worker busy and the queue full: come back in ``retry_after`` seconds."""
-
-    status = 503
-
-    def __init__(self, reason: str, *, retry_after: int) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-def is_input_fault(e: MusicIdxError) -> bool:
-    """True when the file is to blame (422), False when the server is (a missing FluidSynth or
-    SoundFont, a configuration mismatch: 500)."""
-    return not isinstance(e, (DependencyError, ConfigMismatchError))
 
 
 # ------------------------------------------------------------------------------ config
@@ -198,107 +149,6 @@ def load_generation(config: ServeConfig, number: int) -> Generation:
     raise MusicIdxError(f"the index kept changing while it was loaded ({last}); try again", path=config.index_dir)
 
 
-# ------------------------------------------------------------------------------ worker processes
-
-
-def _init_worker() -> None:
-    import signal
-
-    from musicidx.encoder.deps import import_fluidsynth
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then stops its workers
-    set_torch_threads(worker=True)
-    import_fluidsynth()
-
-
-@dataclass(frozen=True)
-class Features:
-    """A file's clips as a worker computed them: what the server embeds and answers from."""
-
-    feats: np.ndarray  # (n_clips, n_bins, frames) float16 log-CQT
-    starts: np.ndarray  # (n_clips,) seconds
-    notes_sha256: str
-    seconds: float  # worker time
-
-
-def file_features(path: str, *, features: FeatureConfig, soundfont: SoundFont) -> Features | MusicIdxError:
-    """In a worker: render and CQT one file as ``Searcher.query`` does (no feature cache: every
-    upload is rendered); a bad file gives its error, returned, not raised."""
-    from musicidx.indexer.features import FeatureCache, extract_file
-
-    began = time.perf_counter()
-    try:
-        tf = extract_file(path, cfg=features, soundfont=soundfont, cache=FeatureCache(None))
-    except MusicIdxError as e:
-        return e
-    except Exception as e:  # a hostile file must not take the worker down with an odd exception
-        return InvalidMidiError(f"unexpected {type(e).__name__} while reading: {e}", path=path)
-    finally:
-        _trim()
-    return Features(tf.feats, tf.starts, tf.notes_sha256, time.perf_counter() - began)
-
-
-def _warm(path: str, features: FeatureConfig, soundfont: SoundFont) -> Features | MusicIdxError:
-    """In a worker: answer the warm-up piece once, then linger so that the next warm-up task
-    lands on another process."""
-    got = file_features(path, features=features, soundfont=soundfont)
-    time.sleep(0.3)
-    return got
-
-
-def _trim() -> None:
-    """Give the memory freed by a file back to the system (glibc keeps it otherwise, and a
-    long-running worker's RSS would track its largest file, not what it holds)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-def warm_up_piece(path: Path) -> Path:
-    """A 12-second piece for piano, strings and drums, to render at start-up."""
-    from musicidx.encoder.deps import import_pretty_midi
-
-    pretty_midi = import_pretty_midi()
-    pm = pretty_midi.PrettyMIDI()
-    for program, is_drum, pitches in ((0, False, (60, 64, 67, 72)), (48, False, (48, 55)), (0, True, (36, 38, 42))):
-        inst = pretty_midi.Instrument(program, is_drum=is_drum)
-        inst.notes = [pretty_midi.Note(90, pitches[i % len(pitches)], i * 0.25, i * 0.25 + 0.5) for i in range(48)]
-        pm.instruments.append(inst)
-    pm.write(str(path))
-    return path
-
-
-def render_wav(path: str, start: float, *, features: FeatureConfig, soundfont: SoundFont) -> bytes | MusicIdxError:
-    """In a worker: the clip window at ``start`` seconds of a MIDI file as the index hears it
-    (its sample rate and SoundFont), as a 16-bit mono WAV, peak-normalised for listening."""
-    from musicidx.encoder.midi import load_midi
-    from musicidx.encoder.render import render_clips
-
-    try:
-        pm = load_midi(path)
-        clips = render_clips(pm, cfg=features, soundfont=soundfont, path=path, starts=np.array([start]))
-    except MusicIdxError as e:
-        return e
-    except Exception as e:
-        return InvalidMidiError(f"unexpected {type(e).__name__} while rendering: {e}", path=path)
-    finally:
-        _trim()
-    return wav_bytes(clips.audio[0], features.sample_rate)
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """Mono float audio -> a 16-bit PCM WAV file's bytes, peak-normalised to 0.9."""
-    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    scaled = audio * (0.9 / peak) if peak > 0 else audio
-    pcm = np.clip(np.rint(scaled * 32767), -32768, 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
-
-
 # ------------------------------------------------------------------------------ the service
 
 
@@ -349,7 +199,7 @@ class QueryService:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: forking a process that has started torch's and FAISS's threads is unsafe
-        return ProcessPoolExecutor(self.config.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+        return ProcessPoolExecutor(self.config.workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
 
     def warm_up(self) -> None:
         """Start every worker process and have each render a short piece (SoundFont, CQT kernels,
@@ -358,7 +208,7 @@ class QueryService:
         s = self.generation.searcher
         piece = warm_up_piece(self.workdir / "warm-up.mid")
         try:
-            futures = [self.pool.submit(_warm, str(piece), s.features, s.soundfont) for _ in range(self.config.workers)]
+            futures = [self.pool.submit(warm, str(piece), s.features, s.soundfont) for _ in range(self.config.workers)]
             results = [f.result() for f in futures]
             for got in results:
                 if isinstance(got, MusicIdxError):
@@ -540,7 +390,7 @@ class QueryService:
                     await asyncio.gather(*(self._query_clip(u, a, s) for u, a in zip(uploads, out.answers)))
                 )
         self.answered += len(uploads)
-        _trim()
+        trim()
         return out
 
     async def _query_clip(self, u: Upload, answer: dict[str, Any], s: Any) -> dict[str, Any] | None:
