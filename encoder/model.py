@@ -47,6 +47,8 @@ def note_statistics(x: torch.Tensor, *, bins_per_octave: int = 12) -> torch.Tens
       density (the share of peak energy that is new from frame to frame) (3).
 
     At other resolutions than 12 bins per octave, each bin counts for the pitch class it starts in.
+    (76 lines, one statistic after the other as listed above: split, the list would be in one place
+    and its arithmetic in five.)
     """
     n, bins, frames = x.shape
     env = (

@@ -175,6 +175,9 @@ def train_encoder(
 
     ``validate(model)`` returns (accuracy, balanced accuracy) on held-out data; with it, the
     epoch of best balanced accuracy is kept (ties: the later epoch), else the last epoch.
+
+    One function on purpose (75 lines): the loop's order of random draws (sampler, rendering pick,
+    second view, crop) is what makes a seed reproduce its weights, and it reads best in one place.
     """
     tc = train_config
     torch.manual_seed(tc.seed)

@@ -195,7 +195,9 @@ def export_corpus(
     progress: Progress | None = None,
 ) -> tuple[list[tuple[Piece, str]], dict[str, str]]:
     """Export every piece not yet in ``WORK/pieces.json`` (or whose file changed); returns the
-    exported pieces with their MIDI files' sha256, and the reason of every piece skipped."""
+    exported pieces with their MIDI files' sha256, and the reason of every piece skipped. (61
+    lines: the resumable record -- read, skip what is current, export, write after each piece --
+    is kept in one place so that its order is plain.)"""
     from ..fingerprints import file_sha256
     from ..scores import export_key, export_many, music21_version
 
