@@ -163,6 +163,7 @@ def _corpus_with_bad_files(corpus_dir: Path, tmp_path: Path, rng: np.random.Gene
     return corpus, midi_factory.write_bad_corpus(corpus / "Alpha", good, rng)
 
 
+@pytest.mark.slow  # a build of its own
 def test_cli_build_skips_bad_files_naming_each_reason(
     corpus_dir: Path, tmp_path: Path, rng: np.random.Generator, tiny_cli_defaults: None
 ) -> None:
@@ -187,6 +188,7 @@ def test_cli_build_skips_bad_files_naming_each_reason(
         assert "Alpha/latin1-\\xe9\\xff.mid" in pq.read_table(out / "clips.parquet").column("path").to_pylist()
 
 
+@pytest.mark.slow  # renders the corpus up to the first bad file, no cache
 def test_cli_build_strict_fails_on_the_first_bad_file_and_writes_nothing(
     corpus_dir: Path, tmp_path: Path, rng: np.random.Generator, tiny_cli_defaults: None
 ) -> None:

@@ -36,6 +36,7 @@ def _three_works(composer: str) -> list[Path]:
     return list(chosen.values())[:3]
 
 
+@pytest.mark.slow  # a build of nine real pieces
 def test_small_build_then_score_two_test_files(tmp_path: Path, tiny_cli_defaults: None) -> None:
     corpus = tmp_path / "corpus"
     for composer in COMPOSERS:

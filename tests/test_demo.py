@@ -217,6 +217,7 @@ def test_export_of_a_missing_piece_fails_cleanly(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # music21 exports in worker processes, four times
 def test_export_corpus_is_cached_and_refuses_strangers(tmp_path: Path) -> None:
     pytest.importorskip("music21")
     recipe, out = parse_recipe(TINY), tmp_path / "demo"

@@ -229,6 +229,7 @@ def test_cli_index_from_the_environment(built_index: Path, monkeypatch: pytest.M
     assert CliRunner().invoke(cli, ["info", "--json"]).exit_code == 0
 
 
+@pytest.mark.slow  # a build of its own (no cache)
 def test_cli_build_json_then_query_it(
     corpus_dir: Path, tmp_path: Path, tiny_cli_defaults: None, features: FeatureConfig
 ) -> None:
@@ -248,6 +249,7 @@ def test_cli_build_json_then_query_it(
     assert q.exit_code == 0 and json.loads(q.stdout)["same_composition"] is True
 
 
+@pytest.mark.slow  # a build of its own (no cache)
 def test_cli_build_text_summary(corpus_dir: Path, tmp_path: Path, tiny_cli_defaults: None) -> None:
     out = tmp_path / "idx"
     r = CliRunner().invoke(cli, ["build", str(corpus_dir), "--out", str(out), "--workers", "1", "--no-cache"])
@@ -343,6 +345,7 @@ def test_a_local_build_and_query_never_import_the_optional_engines(corpus_dir: P
     assert _run(["-c", code], tmp_path).stdout.splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow  # a whole musicidx process: torch, FAISS and FluidSynth imported
 def test_json_stdout_stays_clean_when_ci_is_set(built_index: Path, corpus_dir: Path, tmp_path: Path) -> None:
     """pyfluidsynth prints "'fluidsynth' was found at ..." on import when $CI is set."""
     f = corpus_dir / "Beta" / TRACK_NAMES[0]
@@ -367,6 +370,7 @@ def test_four_processes_querying_at_once_agree_with_one(built_index: Path, corpu
 # ------------------------------------------------------------------------------ determinism
 
 
+@pytest.mark.slow  # two builds of its own, one cold
 def test_same_seed_gives_an_identical_index_and_a_warm_rebuild_reuses_everything(
     built_index: Path, corpus_dir: Path, tmp_path: Path, build_tiny: Callable[..., Any]
 ) -> None:
@@ -385,6 +389,7 @@ def test_same_seed_gives_an_identical_index_and_a_warm_rebuild_reuses_everything
     assert _manifest(out)["encoder_sha256"] == b["encoder_sha256"]
 
 
+@pytest.mark.slow  # two builds of its own
 def test_another_seed_trains_another_encoder(corpus_dir: Path, tmp_path: Path, build_tiny: Callable[..., Any]) -> None:
     from tiny import TRAIN
 
@@ -459,6 +464,7 @@ def test_cli_add_enrols_a_new_composer_without_retraining(
     assert q.composer == "Delta" and q.same_composition
 
 
+@pytest.mark.slow  # eval: 2 folds x 2 seeds, 3 left out, 2 re-orchestrations
 def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path: Path) -> None:
     from tiny import FEATURES, MODEL, TRAIN
 

@@ -69,6 +69,7 @@ def test_report_json_is_written_before_any_plot(tmp_path: Path, monkeypatch: pyt
     assert saved["closed"] == {"balanced_accuracy": 0.5} and saved["plots"] == [] and saved["partial"] is None
 
 
+@pytest.mark.slow  # a whole eval: 10 fits of the tiny recipe
 @pytest.mark.fluidsynth
 def test_without_matplotlib_eval_writes_report_json_and_says_each_fit(
     corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_eval: None
@@ -87,6 +88,7 @@ def test_without_matplotlib_eval_writes_report_json_and_says_each_fit(
     assert all(re.search(r", about \d+(m\d\ds)?s? left$", ln) for ln in fits[1:-1]), fits
 
 
+@pytest.mark.slow  # an eval stopped in its 7th fit: 6 fits of the tiny recipe
 @pytest.mark.fluidsynth
 def test_an_interrupted_eval_keeps_a_partial_report(
     corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_eval: None

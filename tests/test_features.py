@@ -106,6 +106,7 @@ def test_errors_survive_the_trip_to_worker_processes(tmp_path: Path) -> None:
         assert str(back) == str(err)
 
 
+@pytest.mark.slow  # two spawned worker processes, each importing torch
 def test_two_worker_processes_give_what_one_gives(
     corpus_dir: Path, tmp_path: Path, features: FeatureConfig, soundfont: SoundFont
 ) -> None:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from musicidx.encoder.errors import MusicIdxError
 
-pytestmark = [pytest.mark.fluidsynth]
+pytestmark = [pytest.mark.fluidsynth, pytest.mark.slow]  # a fuzzing loop: 150 inputs through every stage
 
 EXAMPLES = int(os.environ.get("MUSICIDX_FUZZ_EXAMPLES", "150"))
 HANG_SECONDS = 20  # far above the slowest legitimate input here (~0.1 s)

@@ -62,6 +62,7 @@ def test_a_held_lock_refuses_a_second_holder_at_once_and_is_released(tmp_path: P
         pass
 
 
+@pytest.mark.slow  # two musicidx processes, one of them a whole build
 @pytest.mark.fluidsynth
 def test_two_concurrent_builds_exactly_one_succeeds(corpus_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "idx"

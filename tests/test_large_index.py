@@ -130,6 +130,7 @@ def test_exact_top_k_in_chunks_and_recall() -> None:
     assert exact_top_k(q[:1], [x[:3]], 5)[0, 3:].tolist() == [-1, -1]
 
 
+@pytest.mark.slow  # IVF-PQ trained and its recall measured on thousands of vectors
 def test_index_embeddings_measures_memory_and_recall(vectors: np.ndarray) -> None:
     index, entry = index_embeddings(vectors, "auto", flat_max=100, hnsw_max=1000, shard_rows=3000)
     assert entry.type == "ivfpq" and entry.ntotal == index.ntotal == N
@@ -220,6 +221,7 @@ def test_format_2_index_with_one_clips_parquet_still_loads(synthetic_index: Synt
         read_index(path)
 
 
+@pytest.mark.slow  # IVF-PQ trained and its recall measured on thousands of vectors
 def test_manifest_and_info_report_memory_and_recall(
     synthetic_index: SyntheticIndex, vectors: np.ndarray, tmp_path: Path
 ) -> None:

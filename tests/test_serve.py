@@ -337,6 +337,7 @@ def test_a_training_midi_no_longer_at_its_path_is_said_in_words(
 # ------------------------------------------------------------------------ a rebuilt index, a dead worker
 
 
+@pytest.mark.slow  # a query service (worker process) of its own
 @pytest.mark.fluidsynth
 def test_a_swapped_index_is_picked_up_without_failing_a_request_in_flight(
     web: None, index_copy: Path, corpus_dir: Path, good_midi: Path, tmp_path: Path
@@ -381,6 +382,7 @@ def test_a_swapped_index_is_picked_up_without_failing_a_request_in_flight(
         service.close()
 
 
+@pytest.mark.slow  # a worker process killed and started again
 @pytest.mark.fluidsynth
 def test_a_dead_worker_is_replaced(client: Any, service: Any, good_midi: Path) -> None:
     assert _post(client, [good_midi]).status_code == 200

@@ -134,6 +134,7 @@ def _keep(driver: Any, tmp_path: Path, name: str) -> Path:
     return shot
 
 
+@pytest.mark.slow  # a server process and headless Chromium
 def test_the_page_answers_a_chosen_file_in_a_real_browser(
     server: str, browser: Any, corpus_dir: Path, tmp_path: Path
 ) -> None:
