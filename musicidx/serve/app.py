@@ -382,8 +382,13 @@ class Server:
 
         app = create_app(self.service, close_service=True)
         config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=30)
+        server = uvicorn.Server(config)
         try:
-            uvicorn.Server(config).run(sockets=[self.sock])
+            server.run(sockets=[self.sock])
         finally:
             self.sock.close()
             self.service.close()
+        if server.started and server.should_exit:
+            # uvicorn re-raises the signal that stopped it, which ends here as KeyboardInterrupt; when
+            # that signal is not re-raised (seen under load), a stop by signal still exits as Ctrl-C
+            raise KeyboardInterrupt
