@@ -53,13 +53,12 @@ class Space:
     def __init__(self, emb: np.ndarray, track: np.ndarray, composer: np.ndarray, work: np.ndarray, k: int) -> None:
         self.emb, self.track, self.composer, self.work, self.k = emb, track, composer, work, k
 
-    def neighbours(self, q: np.ndarray, keep: np.ndarray) -> tuple[Neighbours, np.ndarray]:
+    def neighbours(self, q: np.ndarray, keep: np.ndarray) -> Neighbours:
         """The k nearest of the ``keep`` clips for each row of ``q`` (ids into the whole space)."""
         ids = np.flatnonzero(keep)
         index, _ = make_faiss_index(self.emb.shape[1], len(ids), "flat")
         index.add_with_ids(np.ascontiguousarray(self.emb[ids]), ids.astype(np.int64))
-        nb = search(index, q, self.k)
-        return nb, ids
+        return search(index, q, self.k)
 
     def local_kth(self, keep: np.ndarray) -> np.ndarray:
         """Each kept clip's k-th-neighbour distance among the kept clips of *other* works (NaN
@@ -67,13 +66,13 @@ class Space:
         out = np.full(len(self.emb), np.nan)
         for w in np.unique(self.work[keep]):
             mine = keep & (self.work == w)
-            nb, _ = self.neighbours(self.emb[mine], keep & (self.work != w))
+            nb = self.neighbours(self.emb[mine], keep & (self.work != w))
             out[mine] = clip_novelty(nb, self.k)
         return out
 
     def stats(self, q: np.ndarray, q_track: np.ndarray, keep: np.ndarray, local: np.ndarray) -> dict[str, np.ndarray]:
         """Per query track (in ``np.unique(q_track)`` order): each statistic."""
-        nb, _ = self.neighbours(q, keep)
+        nb = self.neighbours(q, keep)
         own = clip_novelty(nb, self.k)
         dens = np.array([np.nanmedian(local[row[row >= 0]]) for row in nb.ids])
         rel = own / np.maximum(dens, 1e-6)
