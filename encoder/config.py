@@ -35,6 +35,12 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
     return cls(**values)
 
 
+#: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture; it keys
+#: the feature cache and the pretraining's views and checkpoints (2: a fresh synthesiser per
+#: file, windows aligned to FluidSynth's blocks; 3: float output from FluidSynth, no dither).
+FEATURES_VERSION = 3
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """How a MIDI file becomes clips of log-CQT features.

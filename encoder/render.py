@@ -11,12 +11,11 @@ the MIDI itself are :mod:`.midi`'s.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,27 +50,22 @@ def clip_starts(pm: pretty_midi.PrettyMIDI, cfg: FeatureConfig) -> np.ndarray:
     return np.linspace(first, last - cfg.clip_seconds, max(n, 1))
 
 
-_DITHER_SEEDED = False
+def _float_writer(fluidsynth: Any) -> Any:
+    """FluidSynth's ``fluid_synth_write_float`` (pyfluidsynth wraps only the 16-bit writer).
 
-
-def _seed_dither() -> None:
-    """Make FluidSynth's dither the same in every process.
-
-    FluidSynth converts to 16 bits with a dither table that it fills from the C library's
-    ``rand()`` once per process, when the first synthesiser is created; the audio therefore
-    depends on whatever called ``rand()`` in that process before (a Ray worker, a web server...)
-    by a least significant bit or two, which the log-CQT turns into visible differences in quiet
-    bins.  Seeding ``rand()`` with 1 (the C standard's initial state) just before the first
-    synthesiser gives every process the table of a fresh one."""
-    global _DITHER_SEEDED
-    if _DITHER_SEEDED:
-        return
-    _DITHER_SEEDED = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        libc.srand(ctypes.c_uint(1))
-    except (OSError, AttributeError):  # no C library to reach (unusual platforms): dither as it comes
-        pass
+    The float writer is used because FluidSynth dithers its 16-bit output with a table it
+    fills from the C library's ``rand()`` once per process: any other thread that calls
+    ``rand()`` meanwhile (a Ray worker has such threads) changes the table, and with it the
+    quiet bins of every clip that process renders.  Float output has no dither and no
+    process-wide state, and keeps the precision the 16-bit conversion would throw away."""
+    fn = fluidsynth._fl.fluid_synth_write_float
+    fn.argtypes = [  # synth, frames, left buffer/offset/stride, right buffer/offset/stride
+        ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+    ]  # fmt: skip
+    fn.restype = ctypes.c_int
+    return fn
 
 
 class Synth:
@@ -80,7 +74,7 @@ class Synth:
     def __init__(self, soundfont: SoundFont, sample_rate: int) -> None:
         fluidsynth = import_fluidsynth()
         self.sample_rate = sample_rate
-        _seed_dither()
+        self._write_float = _float_writer(fluidsynth)
         self._fs = fluidsynth.Synth(
             gain=0.5,
             samplerate=float(sample_rate),
@@ -98,8 +92,13 @@ class Synth:
         self._fs.delete()
 
     def _samples(self, n: int) -> np.ndarray:
+        """The next ``n`` stereo frames, interleaved float32."""
+        out = np.empty(2 * n, dtype=np.float32)
+        ptr = out.ctypes.data_as(ctypes.c_void_p)
+        if self._write_float(self._fs.synth, n, ptr, 0, 2, ptr, 1, 2) != 0:
+            raise SynthesisError("FluidSynth failed to write audio")
         self._position += n
-        return self._fs.get_samples(n)
+        return out
 
     def _reset(self) -> None:
         """Silence every channel, reset controllers, and realign to FluidSynth's block grid so
@@ -147,8 +146,8 @@ class Synth:
                 self._fs.pitch_bend(ch, a)
         if total > cursor:
             chunks.append(self._samples(total - cursor))
-        stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2)
-        mono = stereo.mean(axis=1) / 32768.0
+        stereo = np.concatenate(chunks).reshape(-1, 2)
+        mono = np.clip(stereo.mean(axis=1), -1.0, 1.0)
         skip = int(round((start - t0) * sr))
         clip = mono[skip : skip + cfg.clip_samples]
         if len(clip) < cfg.clip_samples:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from musicidx.encoder.config import FeatureConfig
+from musicidx.encoder.config import FEATURES_VERSION, FeatureConfig
 from musicidx.encoder.errors import MusicIdxError
 from musicidx.encoder.fingerprints import file_sha256, notes_sha256
 from musicidx.encoder.midi import load_midi
@@ -29,9 +29,6 @@ from musicidx.encoder.render import render_clips
 from musicidx.encoder.runtime import set_torch_threads
 from musicidx.encoder.soundfont import SoundFont
 
-#: Bump when rendering or the CQT changes in a way the FeatureConfig does not capture
-#: (2: a fresh synthesiser per file, windows aligned to FluidSynth's blocks).
-FEATURES_VERSION = 2
 
 
 @dataclass(frozen=True)

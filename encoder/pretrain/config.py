@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import FeatureConfig, ModelConfig, _from_dict
+from ..config import FEATURES_VERSION, FeatureConfig, ModelConfig, _from_dict
 from ..errors import ConfigMismatchError, MusicIdxError
 
 
@@ -103,9 +103,12 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
     def digest(self, *parts: str) -> str:
-        """A hash of the tables named in ``parts`` (all of them when none): what a stage depends on."""
+        """A hash of the tables named in ``parts`` (all of them when none): what a stage depends on.
+        With ``features``, the renderer's :data:`~musicidx.encoder.config.FEATURES_VERSION` counts too."""
         d = self.to_dict()
         chosen = {k: d[k] for k in (parts or tuple(d))}
+        if "features" in chosen:
+            chosen["features_version"] = FEATURES_VERSION
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

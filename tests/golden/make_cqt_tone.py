@@ -5,7 +5,7 @@ Run from anywhere with the project's environment::
     .venv/bin/python tests/golden/make_cqt_tone.py
 
 and commit the new file together with the change that moved the numbers (and bump
-``FEATURES_VERSION`` in ``indexer/features.py`` if cached features are no longer valid).
+``FEATURES_VERSION`` in ``encoder/config.py`` if cached features are no longer valid).
 """
 
 from __future__ import annotations
