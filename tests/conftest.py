@@ -17,7 +17,7 @@ from typing import Any
 import midi_factory
 import numpy as np
 import pytest
-from tiny import FEATURES, MODEL, TRAIN, SyntheticIndex, write_tiny_recipe
+from tiny import FEATURES, MODEL, RECIPE, TRAIN, SyntheticIndex, write_tiny_recipe
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
 
@@ -134,7 +134,7 @@ def build_tiny() -> Callable[..., Any]:
     from musicidx.indexer.build import build_index
 
     def build(midi_dir: Path, out: Path, cache_dir: Path | None, **kw: Any) -> Any:
-        kw = {"features": FEATURES, "model_config": MODEL, "train_config": TRAIN, "workers": 1, **kw}
+        kw = {"recipe": RECIPE, "workers": 1, **kw}
         return build_index(midi_dir, out=out, cache_dir=cache_dir, **kw)
 
     return build

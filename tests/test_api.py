@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from midi_factory import TRACK_NAMES
-from tiny import FEATURES, MODEL, TRAIN
+from tiny import RECIPE
 
 import musicidx
 
@@ -73,7 +73,7 @@ def test_load_query_score_and_build(built_index: Path, corpus_dir: Path, tmp_pat
     assert index.score(corpus_dir / "Gamma") == rows
     with pytest.raises(musicidx.MusicIdxError, match="no novelty threshold was calibrated for k=7"):
         musicidx.load_index(built_index, k=7)
-    kw: dict[str, Any] = {"features": FEATURES, "model_config": MODEL, "train_config": TRAIN, "workers": 1}
+    kw: dict[str, Any] = {"recipe": RECIPE, "workers": 1}
     report = musicidx.build_index(corpus_dir, out=tmp_path / "idx", cache_dir=tmp_path / "cache", **kw)
     assert isinstance(report, musicidx.BuildReport) and report.fit.n_tracks == 12
     assert musicidx.load_index(tmp_path / "idx").query(f).composer == "Gamma"

@@ -335,10 +335,10 @@ def test_a_local_build_and_query_never_import_the_optional_engines(corpus_dir: P
     does not import them, installed or not."""
     tests = Path(__file__).resolve().parent
     code = (
-        f"import sys; sys.path.insert(0, {str(tests)!r}); from tiny import FEATURES, MODEL, TRAIN; "
+        f"import sys; sys.path.insert(0, {str(tests)!r}); from tiny import RECIPE; "
         "from musicidx.indexer.build import build_index; from musicidx.query.engine import Searcher; "
         f"build_index({str(corpus_dir)!r}, out={str(tmp_path / 'idx')!r}, cache_dir={str(tmp_path / 'c')!r}, "
-        "features=FEATURES, model_config=MODEL, train_config=TRAIN, workers=2); "
+        "recipe=RECIPE, workers=2); "
         f"Searcher({str(tmp_path / 'idx')!r}).query({str(next(corpus_dir.glob('*/*.mid')))!r}); "
         "print(sorted(m for m in ('ray', 'fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
     )
@@ -466,7 +466,7 @@ def test_cli_add_enrols_a_new_composer_without_retraining(
 
 @pytest.mark.slow  # eval: 2 folds x 2 seeds, 3 left out, 2 re-orchestrations
 def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path: Path) -> None:
-    from tiny import FEATURES, MODEL, TRAIN
+    from tiny import RECIPE
 
     from musicidx.evaluate.protocol import evaluate
     from musicidx.evaluate.report import write_report
@@ -475,9 +475,7 @@ def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path:
         corpus_dir,
         folds=2,
         seeds=[0, 1],
-        features=FEATURES,
-        model_config=MODEL,
-        train_config=TRAIN,
+        recipe=RECIPE,
         orchestrations=("piano", "strings"),
         cache_dir=tmp_path,
         workers=1,
@@ -510,7 +508,7 @@ def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path:
         assert rep.summary[key]["mean"] == pytest.approx(np.mean(values))
         assert rep.summary[key]["std"] == pytest.approx(np.std(values))
     assert {v: e.shape for v, e in rep.embeddings_orchestrated.items()} == {
-        v: (int(rep.embedding_held_out.sum()), MODEL.embedding_dim) for v in ("piano", "strings")
+        v: (int(rep.embedding_held_out.sum()), RECIPE.model.embedding_dim) for v in ("piano", "strings")
     }
     written = write_report(rep, tmp_path / "report", plots=False)
     assert json.loads((tmp_path / "report" / "report.json").read_text())["closed"]["tracks"] == 12

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
+from musicidx.encoder.recipe import Recipe
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -19,6 +20,8 @@ MODEL = ModelConfig(channels=(8, 16, 32), embedding_dim=32)
 #: Four triplet steps. val_fraction 0.34 -> StratifiedGroupKFold with 3 splits, and each composer
 #: of the tiny corpus has 3 works (4 tracks), so every composer keeps a work in each split.
 TRAIN = TrainConfig(epochs=2, batches_per_epoch=2, clips_per_composer=4, val_fraction=0.34, crop_seconds=1.5, seed=0)
+#: The three as a recipe: no pretrained encoder (the default recipe's is full-size), trained in build.
+RECIPE = Recipe(features=FEATURES, model=MODEL, train=TRAIN)
 
 
 def write_tiny_recipe(path: Path) -> Path:
@@ -26,7 +29,8 @@ def write_tiny_recipe(path: Path) -> Path:
     import json
 
     train = {k: v for k, v in TRAIN.to_dict().items() if k != "seed"}
-    path.write_text(json.dumps({"features": FEATURES.to_dict(), "model": MODEL.to_dict(), "train": train}))
+    data = {"encoder": None, "features": FEATURES.to_dict(), "model": MODEL.to_dict(), "train": train}
+    path.write_text(json.dumps(data))
     return path
 
 

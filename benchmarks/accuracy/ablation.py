@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
-from musicidx.encoder.recipe import DEFAULT_RECIPE
+from musicidx.encoder.recipe import DEFAULT_RECIPE, SCRATCH_RECIPE
 from musicidx.evaluate.protocol import evaluate
 from musicidx.evaluate.report import write_report
 
@@ -36,6 +36,7 @@ def main() -> None:
         a.corpus,
         folds=5,
         seed=0,
+        recipe=SCRATCH_RECIPE,
         features=FeatureConfig(**spec.get("features", {})),
         model_config=ModelConfig(**model),
         train_config=TrainConfig(**spec.get("train", {})),

@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks.data.export_music21 import NEW
 from benchmarks.paths import RESULTS, add_corpus_argument
+from musicidx.encoder.config import FEATURES_VERSION
 from musicidx.encoder.recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from musicidx.evaluate.cross import evaluate_index
 from musicidx.evaluate.metrics import open_set_metrics, summarise
@@ -128,6 +129,7 @@ def main() -> None:
         "recipe_file": None if a.recipe is None else str(a.recipe),
         "recipe": recipe.to_dict(),
         "seeds": 1 if recipe.frozen else a.seeds,
+        "features_version": FEATURES_VERSION,  # 2: FluidSynth's dithered 16-bit output; 3: its float output
     }
     if not a.skip_eval:
         row["eval"] = run_eval(a.corpus, recipe, a.seeds, open_set=not a.no_open)

@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks.paths import RESULTS, add_corpus_argument
 from musicidx.encoder.config import FeatureConfig, ModelConfig, TrainConfig
-from musicidx.encoder.recipe import DEFAULT_RECIPE
+from musicidx.encoder.recipe import DEFAULT_RECIPE, SCRATCH_RECIPE
 from musicidx.evaluate.cross import evaluate_index
 from musicidx.evaluate.metrics import summarise
 from musicidx.evaluate.protocol import evaluate
@@ -61,6 +61,7 @@ def run_eval(
         folds=5,
         seed=0,
         seeds=range(seeds),
+        recipe=SCRATCH_RECIPE,
         features=features,
         model_config=model,
         train_config=train,
@@ -86,6 +87,7 @@ def run_cross(corpus: Path, spec: dict[str, Any], seeds: int, folder: Path) -> d
             build_index(
                 corpus,
                 out=Path(tmp) / "idx",
+                recipe=SCRATCH_RECIPE,
                 features=features,
                 model_config=model,
                 train_config=TrainConfig(**{**train.to_dict(), "seed": s}),

@@ -37,6 +37,10 @@ def cross_cells(c: dict[str, Any] | None, pretrained: bool) -> str:
     return " | ".join(cells)
 
 
+#: How each FEATURES_VERSION rendered (rows written before the field existed are version 2).
+RENDERERS = {2: "16-bit", 3: "float"}
+
+
 def merged_rows(path: Path) -> list[dict[str, Any]]:
     """One row per variant: a later line's parts (eval, cross) complete or replace an earlier one's."""
     rows: dict[str, dict[str, Any]] = {}
@@ -58,7 +62,7 @@ def peer_row(peers: dict[str, Path]) -> str:
         cr = json.loads(peers[s].read_text())["cross"]
         cells += [f"{cr['accuracy']:.3f}", f"{cr['overall']['knn']['auroc']:.3f}", "–", "–", "–"]
     return (
-        "| peer: note statistics + logistic regression (reads the MIDI) | – "
+        "| peer: note statistics + logistic regression (reads the MIDI) | – | – "
         f"| {first['closed']['balanced_accuracy']:.3f}"
         f" | = | = | = | = | 1 | {loco:.3f} | " + " | ".join(cells) + " | – |"
     )
@@ -72,7 +76,8 @@ def main() -> None:
     a = ap.parse_args()
     peers = {p.split("=", 1)[0]: Path(p.split("=", 1)[1]) for p in a.peer}
     head = (
-        "| variant | seeds | CV bal. acc. as written | piano | strings | winds | random GM | agreement | LOCO AUROC "
+        "| variant | audio | seeds | CV bal. acc. as written | piano | strings | winds | random GM "
+        "| agreement | LOCO AUROC "
         + "".join(
             f"| {s} acc. (known) | {s} AUROC | {s} AUROC never-heard | {s} new flagged | {s} known flagged "
             for s in SETS
@@ -86,7 +91,7 @@ def main() -> None:
     for r in merged_rows(RESULTS / "encoders.jsonl"):
         s = r.get("eval", {}).get("summary")
         print(
-            f"| {r['variant']} | {r['seeds']} | "
+            f"| {r['variant']} | {RENDERERS[r.get('features_version', 2)]} | {r['seeds']} | "
             + " | ".join(ms(s, f"closed.{v}.balanced_accuracy") for v in VIEWS)
             + f" | {ms(s, 'closed.agreement')} | {ms(s, 'open.original.auroc')} "
             f"| {cross_cells(r.get('cross'), r['recipe'].get('encoder') is not None)} "

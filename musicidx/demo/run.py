@@ -116,6 +116,7 @@ def run_demo(
 ) -> DemoResult:
     """Export the recipe's pieces under ``out``, build ``out/index`` from the known composers'
     indexed pieces and score ``out/heldout`` into ``out/scores.csv``."""
+    from musicidx.encoder.recipe import SCRATCH_RECIPE
     from musicidx.indexer.build import build_index
 
     began = time.monotonic()
@@ -129,6 +130,7 @@ def run_demo(
     build = build_index(
         out / "midi",
         out=index_dir,
+        recipe=SCRATCH_RECIPE,  # trained on the demo's folder: its pieces are in the pretraining corpus
         features=recipe.features,
         model_config=DEMO_MODEL,
         train_config=recipe.training,
