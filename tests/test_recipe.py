@@ -13,8 +13,11 @@ from musicidx.encoder.recipe import DEFAULT_RECIPE, SCRATCH_RECIPE, SHIPPED_ENCO
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_shipped_recipe_file_is_the_default() -> None:
+def test_the_shipped_recipe_files_are_what_they_say() -> None:
     assert load_recipe(REPO / "data" / "recipe.toml") == DEFAULT_RECIPE
+    assert load_recipe(REPO / "data" / "recipe-scratch.toml") == SCRATCH_RECIPE
+    frozen = load_recipe(REPO / "data" / "recipe-pretrained.toml")
+    assert frozen.frozen and frozen.encoder == DEFAULT_RECIPE.encoder
 
 
 def test_the_default_retrains_the_shipped_encoders_last_layer_on_piano_renderings() -> None:
