@@ -30,7 +30,6 @@ from musicidx.encoder.runtime import set_torch_threads
 from musicidx.encoder.soundfont import SoundFont
 
 
-
 @dataclass(frozen=True)
 class TrackFeatures:
     """The clips of one file: ``feats[i]`` is the log-CQT of the clip at ``starts[i]`` s."""
