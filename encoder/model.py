@@ -11,6 +11,8 @@ instrumentation instead (see BENCHMARKS.md).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -179,25 +181,44 @@ class Encoder(nn.Module):
         return h
 
 
-class EmbeddingMemo:
-    """A frozen encoder that remembers every clip it has embedded, by the clip's content.
+#: The parameters of the last layer (:meth:`Encoder.project`), which a head recipe retrains.
+_LAST_LAYER = ("head.", "neck.")
 
-    ``musicidx eval`` with a frozen pretrained encoder re-indexes every fold with the same weights,
-    so each clip (as written and in each re-orchestration) needs embedding once, not once per fold
-    and per role.  Pass the memo wherever an :class:`Encoder` is embedded with :func:`embed`; it
-    answers with the embedding the encoder gives for that clip (in eval mode a clip's embedding does
-    not depend on its batch, up to float rounding).  Only for weights that do not change.
+
+class PooledMemo:
+    """The frozen body of an encoder -- every layer before the last (:meth:`Encoder.pooled`) --
+    remembering each clip's pooled features by the clip's content.
+
+    ``musicidx eval`` re-fits every fold of every training seed with the same shipped body: a
+    frozen recipe keeps the last layer too, a head recipe retrains it per fit
+    (:func:`~musicidx.encoder.train.train_head`). Each clip, as written and in each re-orchestration,
+    then needs the body once per evaluation, not once per fit and role; a last layer over the memo
+    is :class:`EmbeddingMemo`. In eval mode a clip's pooled features do not depend on its
+    batch, up to float rounding. The memo keeps its own copy of the weights, which never change.
     """
 
     def __init__(self, model: Encoder) -> None:
-        self.model = model
-        self.config = model.config
+        self.model = copy.deepcopy(model).eval()
         self._seen: dict[bytes, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
 
+    def check(self, model: Encoder) -> None:
+        """``ValueError`` unless ``model``'s body -- every weight and statistic but the last layer's --
+        is this memo's."""
+        mine, theirs = self.model.state_dict(), model.state_dict()
+        body = [k for k in mine if not k.startswith(_LAST_LAYER)]
+        if (
+            (self.model.config, self.model.features) != (model.config, model.features)
+            or mine.keys() != theirs.keys()
+            or not all(torch.equal(mine[k], theirs[k]) for k in body)
+        ):
+            raise ValueError("the encoder's layers before the last are not those of the memo")
+
     def __call__(self, feats: np.ndarray | torch.Tensor, *, batch: int = 64) -> np.ndarray:
+        """``(n, bins, frames)`` features -> float32 ``(n, width)`` pooled features, the body run
+        only on the clips it has not seen."""
         import hashlib
 
         x = np.ascontiguousarray(np.asarray(feats, dtype=np.float32))
@@ -205,11 +226,52 @@ class EmbeddingMemo:
         todo = list(dict.fromkeys(k for k in keys if k not in self._seen))
         if todo:
             first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            new = embed(self.model, x[[first[k] for k in todo]], batch=batch)
+            new = pool(self.model, x[[first[k] for k in todo]], batch=batch)
             self._seen.update(zip(todo, new))
         if not keys:
-            return np.zeros((0, self.config.embedding_dim), dtype=np.float32)
+            return np.zeros((0, self.model.head.in_features), dtype=np.float32)
         return np.stack([self._seen[k] for k in keys]).astype(np.float32, copy=False)
+
+
+class EmbeddingMemo:
+    """An encoder whose frozen body is read from a :class:`PooledMemo`: a clip's embedding is
+    ``model.project(memo(clip))``, so the CNN runs only for clips the memo has not seen.
+
+    Pass it wherever an :class:`Encoder` is embedded with :func:`embed`; it answers with the
+    embedding ``model`` gives for that clip, up to float rounding. ``model``'s last layer may be its
+    own (a head recipe's, retrained per fold) but its body must be the memo's (else ``ValueError``);
+    without ``memo``, a new memo of ``model``'s body.
+    """
+
+    def __init__(self, model: Encoder, memo: PooledMemo | None = None) -> None:
+        self.memo = PooledMemo(model) if memo is None else memo
+        self.memo.check(model)
+        self.model = model
+        self.config = model.config
+
+    def __len__(self) -> int:
+        return len(self.memo)
+
+    def __call__(self, feats: np.ndarray | torch.Tensor, *, batch: int = 64) -> np.ndarray:
+        h = torch.from_numpy(self.memo(feats, batch=batch))
+        if not len(h):
+            return np.zeros((0, self.config.embedding_dim), dtype=np.float32)
+        self.model.eval()
+        with torch.inference_mode():
+            out = [self.model.project(h[i : i + batch]).numpy() for i in range(0, len(h), batch)]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+
+@torch.inference_mode()
+def pool(model: Encoder, feats: np.ndarray | torch.Tensor, *, batch: int = 64) -> np.ndarray:
+    """The pooled features (:meth:`Encoder.pooled`) of ``(n, bins, frames)`` features in batches,
+    in eval mode; returns float32 ``(n, width)``."""
+    model.eval()
+    x = torch.as_tensor(feats, dtype=torch.float32)
+    out = [model.pooled(x[i : i + batch]).numpy() for i in range(0, len(x), batch)]
+    if not out:
+        return np.zeros((0, model.head.in_features), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
 
 
 @torch.inference_mode()

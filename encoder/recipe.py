@@ -81,6 +81,11 @@ class Recipe:
         """The encoder is used as shipped: ``build`` trains nothing."""
         return self.encoder is not None and not self.finetune and not self.head
 
+    @property
+    def frozen_body(self) -> bool:
+        """Every layer but the last is used as shipped: frozen, or ``head`` (only the last retrained)."""
+        return self.encoder is not None and not self.finetune
+
     def check_encoder(self) -> None:
         """With ``encoder``: the weights exist, and the model and CQT match the ones they learned."""
         if self.encoder is None:

@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import FeatureConfig, ModelConfig, TrainConfig
-from .model import Encoder
+from .model import Encoder, PooledMemo, pool
 
 
 @dataclass
@@ -247,22 +247,24 @@ def train_head(
     *,
     train_config: TrainConfig,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    memo: PooledMemo | None = None,
 ) -> TrainResult:
     """Retrain only the last layer of a pretrained ``model`` (a copy; :meth:`Encoder.project`)
     with the triplet loss on ``train``, the rest frozen as shipped.
 
     Every clip's pooled features are computed once, whole (no crops, no transposition: the frozen
-    layers give them the invariances they learned), so this takes seconds. The last layer starts
-    from the pretrained one and trains for ``epochs x batches_per_epoch`` P x K batches; there is
-    no best-epoch pick (nothing is held out here; the build validates the result)."""
+    layers give them the invariances they learned), so this takes seconds; with ``memo`` (of
+    ``model``'s body, else ``ValueError``) they are read from it, and only the clips it has not
+    seen run through the body. The last layer starts from the pretrained one and trains for
+    ``epochs x batches_per_epoch`` P x K batches; there is no best-epoch pick (nothing is held out
+    here; the build validates the result)."""
     tc = train_config
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
     model = copy.deepcopy(model).eval()
-    with torch.inference_mode():
-        x = torch.as_tensor(np.asarray(train.feats), dtype=torch.float32)
-        pooled = torch.cat([model.pooled(x[i : i + 64]) for i in range(0, len(x), 64)]) if len(x) else x
-    pooled = pooled.clone()  # out of inference mode, so that autograd may use it
+    if memo is not None:
+        memo.check(model)
+    pooled = torch.from_numpy(pool(model, train.feats) if memo is None else memo(train.feats))
     for p in model.parameters():
         p.requires_grad_(False)
     last = [*model.head.parameters(), *model.neck.parameters()]

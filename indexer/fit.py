@@ -56,7 +56,7 @@ from .scoring import TrackScores, score_tracks
 from .training import recipe_encoder
 
 if TYPE_CHECKING:
-    from musicidx.encoder.model import EmbeddingMemo
+    from musicidx.encoder.model import PooledMemo
 
     from .distributed import RaySession
 
@@ -105,7 +105,7 @@ def fit_index(
     faiss_kind: str | None = None,
     progress: Progress | None = None,
     ray: RaySession | None = None,
-    memo: EmbeddingMemo | None = None,
+    memo: PooledMemo | None = None,
 ) -> tuple[IndexContents, FitReport]:
     """Get the encoder (trained on ``corpus``, fine-tuned from pretrained weights, or the
     pretrained weights as they are), calibrate the novelty threshold, index every track.
@@ -113,10 +113,12 @@ def fit_index(
     ``recipe`` (default :data:`~musicidx.encoder.recipe.DEFAULT_RECIPE`) says which; the keyword
     configs, when given, replace its parts.  Returns the index contents (not yet saved) and a
     report.  With ``ray``, the clips to index are embedded on that Ray cluster (training stays here).
-    ``memo``, for a frozen recipe only, embeds through the memo of that recipe's weights (an
-    evaluation re-fits many folds with them); a recipe that trains ignores it.
+    ``memo``: for a recipe that keeps the shipped body (frozen or head), the memo of that body's
+    pooled features (an evaluation re-fits many folds with it): the head trains on them and every
+    clip is embedded as the last layer over them; a recipe that trains the whole encoder ignores
+    it, and so does a build on ``ray`` (it embeds there, as without a memo).
     """
-    from musicidx.encoder.model import embed
+    from musicidx.encoder.model import EmbeddingMemo, embed
 
     r = (recipe or DEFAULT_RECIPE).replace(
         model=model_config, train=train_config, k=k, accept_rate=accept_rate, faiss=faiss_kind
@@ -129,20 +131,22 @@ def fit_index(
     t0 = time.monotonic()  # 1. encoder
     s = FitSplit.of(corpus, r)
     held = s.held_out if len(s.val_idx) else None
-    result, pretrained = recipe_encoder(corpus, r, s.tr, s.track_label, held, progress)
+    memo = memo if r.frozen_body and ray is None else None
+    result, pretrained = recipe_encoder(corpus, r, s.tr, s.track_label, held, progress, memo=memo)
+    model = result.model if memo is None else EmbeddingMemo(result.model, memo)  # what embeds here
     timings = {"train": time.monotonic() - t0}
 
     t0 = time.monotonic()  # 2. calibrate
     every = stack_clips(corpus, np.arange(len(corpus.tracks)))
     # a frozen encoder calibrates on every clip, the very ones it indexes: embed them once
-    emb = embed(memo if memo is not None else result.model, every.feats) if r.frozen and ray is None else None
+    emb = embed(model, every.feats) if r.frozen and ray is None else None
     groups = np.array(s.groups, dtype=object)
-    cal = calibrate(result.model, r, s.tr, s.va, s.held_out, s.track_label, groups, n=len(s.composers), emb=emb)
+    cal = calibrate(model, r, s.tr, s.va, s.held_out, s.track_label, groups, n=len(s.composers), emb=emb)
     assessed = _assess(corpus, r, s, cal)
     timings["calibrate"] = time.monotonic() - t0
 
     t0 = time.monotonic()  # 3. index
-    emb, index, faiss_entry, clips = _index(corpus, r, every, result.model, emb, ray, threads, progress)
+    emb, index, faiss_entry, clips = _index(corpus, r, every, model, emb, ray, threads, progress)
     timings["index"] = time.monotonic() - t0
 
     report = _report(corpus, r, s, cal, assessed, result, pretrained, faiss_entry, n_clips=len(emb), seconds=timings)

@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from musicidx.encoder.runtime import Progress
 from .features import FEATURES_VERSION
 from .prepare import ClipArrays, Corpus, thin_clips
 from .scoring import TrackScores
+
+if TYPE_CHECKING:
+    from musicidx.encoder.model import PooledMemo
 
 
 class TrainedCache:
@@ -100,11 +103,12 @@ def recipe_encoder(
     track_label: np.ndarray,
     held_out: Callable[..., TrackScores] | None,
     progress: Progress | None,
+    memo: PooledMemo | None = None,
 ) -> tuple[Any, dict[str, Any] | None]:
     """The recipe's encoder and, when it starts from shipped weights, what the manifest records
     of them: the weights as they are (frozen), with their last layer retrained on ``tr`` (head;
-    seconds, so not cached), or trained on ``tr`` (from them or from scratch) through the cache of
-    trained encoders."""
+    seconds, so not cached; ``memo``, of those weights' body, gives the clips' pooled features), or
+    trained on ``tr`` (from them or from scratch) through the cache of trained encoders."""
     from musicidx.encoder.pretrained import load_pretrained
     from musicidx.encoder.train import TrainingData, TrainResult, train_encoder, train_head
 
@@ -114,7 +118,7 @@ def recipe_encoder(
         if r.head:
             data = TrainingData(tr.feats, track_label[tr.track], tr.track)
             on_epoch = None if progress is None else (lambda s: progress("training", s.epoch, r.train.epochs))
-            return train_head(model, data, train_config=r.train, on_epoch=on_epoch), pre.to_dict()
+            return train_head(model, data, train_config=r.train, on_epoch=on_epoch, memo=memo), pre.to_dict()
         if progress is not None:
             progress("training", 1, 1)
         return TrainResult(model, 0, []), pre.to_dict()

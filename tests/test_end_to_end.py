@@ -521,6 +521,65 @@ def test_eval_closed_and_open_set_on_the_tiny_corpus(corpus_dir: Path, tmp_path:
     assert json.loads(written[0].read_text())["plots"] == names[1:]
 
 
+@pytest.mark.slow  # eval twice: 2 folds x 2 seeds, 3 left out, 1 re-orchestration
+def test_a_head_eval_runs_the_body_once_per_clip_and_gives_the_numbers_it_gives_without(
+    corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head recipe's eval reads the shipped body's pooled features from one memo for every fold,
+    seed and role (:class:`~musicidx.encoder.model.PooledMemo`): the same numbers as running the
+    whole encoder every time, up to float rounding, with the body run once per distinct clip."""
+    import torch
+    from tiny import FEATURES, MODEL, TRAIN
+
+    from musicidx.encoder.model import Encoder
+    from musicidx.encoder.recipe import Recipe
+    from musicidx.evaluate import protocol
+    from musicidx.indexer.prepare import prepare_corpus, stack_clips
+
+    torch.manual_seed(0)  # "shipped" weights: a random encoder with its card
+    pt = tmp_path / "tiny-shipped.pt"
+    torch.save(Encoder(MODEL, FEATURES).state_dict(), pt)
+    card = {"sha256": file_sha256(pt), "recipe": {"model": MODEL.to_dict(), "features": FEATURES.to_dict()}}
+    pt.with_suffix(".json").write_text(json.dumps(card))
+    recipe = Recipe(features=FEATURES, model=MODEL, train=TRAIN, encoder=str(pt), head=True)
+    ran: list[int] = []  # clips through the body, call by call
+    body = Encoder.pooled
+    monkeypatch.setattr(Encoder, "pooled", lambda self, x: ran.append(len(x)) or body(self, x))
+    memos: list[Any] = []
+    make_memo = protocol._body_memo
+    monkeypatch.setattr(protocol, "_body_memo", lambda *a: memos.append(make_memo(*a)) or memos[-1])
+
+    def run() -> Any:
+        ran.clear()
+        return protocol.evaluate(
+            corpus_dir, folds=2, seeds=[0, 1], recipe=recipe, orchestrations=("piano",), cache_dir=tmp_path, workers=1
+        )
+
+    with_memo, ran_with = run(), sum(ran)
+    monkeypatch.setattr(protocol, "_body_memo", lambda *a: None)
+    without, ran_without = run(), sum(ran)
+
+    corpus = prepare_corpus(corpus_dir, features=FEATURES, cache_dir=tmp_path, workers=1, orchestrations=("piano",))
+    every = np.arange(len(corpus.tracks))
+    clips = np.concatenate([stack_clips(corpus, every).feats, stack_clips(corpus, every, orchestration="piano").feats])
+    distinct = len({row.tobytes() for row in clips.astype(np.float32)})
+    assert len(memos) == 1 and ran_with == len(memos[0]) == distinct  # once per clip, for every fold and seed
+    assert ran_without > 5 * ran_with
+    assert with_memo.per_seed == [pytest.approx(s, rel=1e-4, abs=1e-6) for s in without.per_seed]
+    assert with_memo.closed["per_fold"] == without.closed["per_fold"]
+    assert with_memo.closed["confusion_matrix"] == without.closed["confusion_matrix"]
+    assert with_memo.thresholds == pytest.approx(without.thresholds, rel=1e-4, abs=1e-6)
+    for (name, known, unknown), (name_, known_, unknown_) in zip(with_memo.novelty_loco, without.novelty_loco):
+        assert name == name_
+        np.testing.assert_allclose(known, known_, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(unknown, unknown_, rtol=1e-4, atol=1e-6)
+    assert with_memo.embeddings is not None and without.embeddings is not None
+    np.testing.assert_allclose(with_memo.embeddings, without.embeddings, atol=1e-5)
+    np.testing.assert_allclose(
+        with_memo.embeddings_orchestrated["piano"], without.embeddings_orchestrated["piano"], atol=1e-5
+    )
+
+
 def test_eval_of_an_index_on_another_labelled_folder(
     built_index: Path, corpus_dir: Path, tmp_path: Path, rng: np.random.Generator
 ) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from musicidx.encoder.config import FeatureConfig, ModelConfig
-from musicidx.encoder.model import EmbeddingMemo, Encoder, embed
+from musicidx.encoder.model import EmbeddingMemo, Encoder, PooledMemo, embed, pool
 
 
 @pytest.fixture
@@ -90,3 +92,27 @@ def test_embedding_memo_embeds_each_clip_once_and_answers_as_the_encoder(
     np.testing.assert_allclose(again[[0, 4]], embed(encoder, x[[5, 4]]), atol=1e-5)
     empty = embed(memo, np.zeros((0, 84, features.frames_per_clip), np.float32))
     assert empty.shape == (0, 32) and empty.dtype == np.float32
+
+
+def test_a_pooled_memo_serves_any_last_layer_over_its_body_running_each_clip_once(
+    encoder: Encoder, features: FeatureConfig, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _cqt(rng, 6, features.frames_per_clip).numpy()
+    ran: list[int] = []  # clips through the body, call by call
+    body = Encoder.pooled
+    monkeypatch.setattr(Encoder, "pooled", lambda self, t: ran.append(len(t)) or body(self, t))
+    memo = PooledMemo(encoder)
+    np.testing.assert_allclose(memo(x[:4]), pool(encoder, x[:4]), atol=1e-5)
+    retrained = copy.deepcopy(encoder)  # another last layer over the same body, as a head recipe's fold has
+    torch.nn.init.normal_(retrained.head.weight)
+    torch.nn.init.normal_(retrained.neck.weight)
+    ran.clear()
+    got = embed(EmbeddingMemo(retrained, memo), np.stack([x[5], x[2], x[5], x[0]]))
+    assert ran == [1] and len(memo) == 5  # x[5] only: the others were seen
+    np.testing.assert_allclose(got, embed(retrained, x[[5, 2, 5, 0]]), atol=1e-5)
+    assert not np.allclose(got, embed(encoder, x[[5, 2, 5, 0]]), atol=1e-3)  # its own last layer, not the memo's
+    assert memo(x[:0]).shape == (0, encoder.head.in_features)
+    other = copy.deepcopy(encoder)
+    torch.nn.init.normal_(other.blocks[0].weight)
+    with pytest.raises(ValueError, match="not those of the memo"):
+        EmbeddingMemo(other, memo)

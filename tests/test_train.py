@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -310,6 +312,35 @@ def test_train_head_retrains_only_the_last_layer_deterministically(
     assert all(p.requires_grad for p in a.model.parameters())
     emb = embed(a.model, data.feats)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+
+
+def test_train_head_on_a_pooled_memo_trains_the_same_last_layer_without_running_the_body_again(
+    rng: np.random.Generator, features: FeatureConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from musicidx.encoder.model import Encoder, PooledMemo
+
+    data = _random_cqt(rng, features)
+    torch.manual_seed(1)
+    start = Encoder(TINY_MODEL, features).eval()
+    tc = TrainConfig(epochs=3, batches_per_epoch=4, clips_per_composer=2, lr=0.05, seed=3)
+    ran: list[int] = []  # clips through the body, call by call
+    body = Encoder.pooled
+    monkeypatch.setattr(Encoder, "pooled", lambda self, x: ran.append(len(x)) or body(self, x))
+    plain = train_head(start, data, train_config=tc).model.state_dict()
+    assert sum(ran) == len(data.feats)
+    memo = PooledMemo(start)
+    ran.clear()
+    first = train_head(start, data, train_config=tc, memo=memo).model.state_dict()
+    assert sum(ran) == len(memo) == len(data.feats)
+    ran.clear()
+    again = train_head(start, data, train_config=dataclasses.replace(tc, seed=4), memo=memo).model.state_dict()
+    assert ran == []  # every clip was in the memo
+    for k, v in plain.items():  # the same weights, up to float rounding of the body's batches
+        torch.testing.assert_close(first[k], v, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(again["head.weight"], first["head.weight"])  # another seed: another head
+    other = Encoder(TINY_MODEL, features).eval()  # another body
+    with pytest.raises(ValueError, match="not those of the memo"):
+        train_head(other, data, train_config=tc, memo=memo)
 
 
 def test_forward_is_the_last_layer_over_the_pooled_features(rng: np.random.Generator, features: FeatureConfig) -> None:

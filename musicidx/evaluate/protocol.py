@@ -15,9 +15,11 @@ of the training works cannot carry it.
 * Seeds: the folds stay fixed (``seed``); the whole evaluation runs once per training seed and
   every headline number is reported as mean and standard deviation over them.
 
-Features are extracted once (through the cache) and shared by every fold and seed.  After every
-fit, ``on_partial`` may keep the report of what is finished (``musicidx eval --report`` writes it),
-so an eval stopped early loses only the fit it was in.  The cross-corpus evaluation of an existing
+Features are extracted once (through the cache) and shared by every fold and seed; a recipe that
+keeps the shipped encoder's body (frozen, or head: only the last layer retrained per fold) also runs
+each clip through that body once per evaluation (:class:`~musicidx.encoder.model.PooledMemo`).
+After every fit, ``on_partial`` may keep the report of what is finished (``musicidx eval --report``
+writes it), so an eval stopped early loses only the fit it was in.  The cross-corpus evaluation of an existing
 index is :mod:`musicidx.evaluate.cross`.
 """
 
@@ -27,7 +29,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +49,7 @@ from .report import EvalReport, Ledger, assemble_report
 from .splits import grouped_folds, leave_one_composer_out
 
 if TYPE_CHECKING:
-    from musicidx.encoder.model import EmbeddingMemo
+    from musicidx.encoder.model import PooledMemo
 
 #: (reference, known_test, unknown) track indices per left-out composer
 OpenSplits = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -106,10 +108,12 @@ def evaluate(
         orchestrations=orchestrations, began=began,
     )  # fmt: skip
     ledger = Ledger(train_seeds, study.fits_per_seed, assemble, progress=progress, on_partial=on_partial)
+    memo = _body_memo(r, corpus.feature_config)
     for i, s in enumerate(train_seeds):
         ledger.begin_seed(s)
         seeded = dataclasses.replace(r, train=dataclasses.replace(r.train, seed=s))
-        ledger.finish_seed(_one_seed(_Seed(study, seeded, orchestrations, step=ledger.step), keep_plots=i == 0))
+        run = _Seed(study, seeded, orchestrations, step=ledger.step, memo=memo)
+        ledger.finish_seed(_one_seed(run, keep_plots=i == 0))
     return ledger.report(None)
 
 
@@ -164,17 +168,14 @@ class _Study:
 @dataclass
 class _Seed:
     """One training seed's evaluation: the study, the recipe with that seed, the orchestrations
-    asked, and ``step``, told of every fit finished."""
+    asked, ``step``, told of every fit finished, and ``memo``, the memo of the shipped body that
+    every fit of every seed shares when the recipe keeps it (see :func:`_body_memo`)."""
 
     study: _Study
     recipe: Recipe
     orchestrations: Sequence[str]
     step: Callable[[dict[str, Any]], None]
-    #: a frozen recipe's encoder, shared by every fit of the seed (see :func:`_frozen_memo`)
-    memo: EmbeddingMemo | None = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.memo = _frozen_memo(self.recipe, self.study.corpus.feature_config)
+    memo: PooledMemo | None = None
 
     @property
     def corpus(self) -> Corpus:
@@ -198,28 +199,29 @@ class _Seed:
         return model, thr, scores
 
 
-def _fit(corpus: Corpus, train_idx: np.ndarray, *, recipe: Recipe, memo: EmbeddingMemo | None) -> tuple[Any, float]:
+def _fit(corpus: Corpus, train_idx: np.ndarray, *, recipe: Recipe, memo: PooledMemo | None) -> tuple[Any, float]:
     """Build on ``train_idx`` exactly as ``musicidx build`` does; the encoder and its threshold.
-    A frozen recipe's encoder is the same in every fold: ``memo`` holds it, and comes back."""
-    from musicidx.encoder.model import Encoder
+    With ``memo`` (a recipe that keeps the shipped body: the same in every fold), the encoder comes
+    back as its last layer over the memo, which answers for the clips it has seen."""
+    from musicidx.encoder.model import EmbeddingMemo, Encoder
 
     contents, fit = fit_index(corpus.subset(train_idx), recipe=recipe, memo=memo)
-    if memo is not None:
-        return memo, fit.threshold
     model = Encoder(recipe.model, corpus.feature_config)
     model.load_state_dict(contents.encoder_state)
     model.eval()
-    return model, fit.threshold
+    return (model if memo is None else EmbeddingMemo(model, memo)), fit.threshold
 
 
-def _frozen_memo(recipe: Recipe, features: FeatureConfig) -> EmbeddingMemo | None:
-    """For a frozen recipe, its encoder as a memo that embeds each clip once per evaluation."""
-    from musicidx.encoder.model import EmbeddingMemo
+def _body_memo(recipe: Recipe, features: FeatureConfig) -> PooledMemo | None:
+    """For a recipe that keeps the shipped body (frozen, or head: only the last layer retrained),
+    a memo of that body, so that each clip runs through it once per evaluation, not once per fold,
+    seed and role."""
+    from musicidx.encoder.model import PooledMemo
     from musicidx.encoder.pretrained import load_pretrained
 
-    if not recipe.frozen or recipe.encoder is None:
+    if not recipe.frozen_body or recipe.encoder is None:
         return None
-    return EmbeddingMemo(load_pretrained(recipe.encoder).encoder(recipe.model, features))
+    return PooledMemo(load_pretrained(recipe.encoder).encoder(recipe.model, features))
 
 
 def _score_views(
