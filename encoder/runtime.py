@@ -16,8 +16,9 @@ may allow fewer cores than the machine has, and ``os.cpu_count()`` would overcou
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 #: ``progress(stage, done, total)``: a long job reports each stage (for instance "features",
 #: "training", "indexing", "export", "views") as it goes; the CLI draws it, the library never prints.
@@ -34,6 +35,19 @@ def usable_cores() -> int:
 def default_workers() -> int:
     """Worker processes when the caller names none: one per usable core."""
     return usable_cores()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the number there was."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def set_torch_threads(threads: int | None = None, *, worker: bool = False) -> int:

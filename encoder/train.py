@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from .config import FeatureConfig, ModelConfig, TrainConfig
 from .model import Encoder, PooledMemo, pool
+from .runtime import torch_threads
 
 
 @dataclass
@@ -256,8 +257,9 @@ def train_head(
     layers give them the invariances they learned), so this takes seconds; with ``memo`` (of
     ``model``'s body, else ``ValueError``) they are read from it, and only the clips it has not
     seen run through the body. The last layer starts from the pretrained one and trains for
-    ``epochs x batches_per_epoch`` P x K batches; there is no best-epoch pick (nothing is held out
-    here; the build validates the result)."""
+    ``epochs x batches_per_epoch`` P x K batches on one torch thread (so that the number of cores
+    does not change the result); there is no best-epoch pick (nothing is held out here; the build
+    validates the result)."""
     tc = train_config
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -274,22 +276,23 @@ def train_head(
     sampler = PKSampler(train.label, train.track, tc.clips_per_composer, rng)
     labels_t = torch.from_numpy(np.asarray(train.label, dtype=np.int64))
     history: list[EpochStats] = []
-    for epoch in range(1, tc.epochs + 1):
-        model.neck.train(), model.dropout.train()
-        losses, active = [], []
-        for _ in range(tc.batches_per_epoch):
-            idx = torch.from_numpy(sampler.batch())
-            emb = model.project(model.dropout(pooled[idx]))
-            loss, act = triplet_loss(emb, labels_t[idx], margin=tc.margin, mining=tc.mining)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            active.append(act)
-        stats = EpochStats(epoch, float(np.mean(losses)), float(np.mean(active)), None, None)
-        history.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
+    with torch_threads(1):  # small steps: one thread costs nothing, and the cores cannot change the result
+        for epoch in range(1, tc.epochs + 1):
+            model.neck.train(), model.dropout.train()
+            losses, active = [], []
+            for _ in range(tc.batches_per_epoch):
+                idx = torch.from_numpy(sampler.batch())
+                emb = model.project(model.dropout(pooled[idx]))
+                loss, act = triplet_loss(emb, labels_t[idx], margin=tc.margin, mining=tc.mining)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                active.append(act)
+            stats = EpochStats(epoch, float(np.mean(losses)), float(np.mean(active)), None, None)
+            history.append(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
