@@ -155,6 +155,9 @@ def test_pretrain_resumes_to_the_same_weights_and_a_frozen_build_uses_them(tmp_p
     head = recipe.replace(head=True, train=TrainConfig(epochs=2, batches_per_epoch=3, clips_per_composer=2))
     report = build_index(corpus_dir, out=tmp_path / "idx-head", recipe=head, workers=1)
     assert [h["epoch"] for h in report.fit.history] == [1, 2]
+    from musicidx.cli.text import render_build
+
+    assert "held-out tracks" in render_build(report) and "(last layer retrained, 2 epochs)" in render_build(report)
     m = read_index(tmp_path / "idx-head").manifest
     assert m.encoder is not None and m.encoder.head is True and m.encoder.finetuned is False
     assert m.recipe is not None and m.recipe.head is True

@@ -314,6 +314,32 @@ def test_train_head_retrains_only_the_last_layer_deterministically(
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
 
 
+def test_train_head_steps_on_one_thread_whatever_the_process_uses(
+    rng: np.random.Generator, features: FeatureConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last layer's steps run on one torch thread, so the number of cores cannot change the
+    weights (a build of the challenge folder on one and on two CPUs named test files differently
+    before); the process's thread count is restored after."""
+    from musicidx.encoder import train as train_module
+    from musicidx.encoder.model import Encoder
+
+    data = _random_cqt(rng, features)
+    start = Encoder(TINY_MODEL, features).eval()
+    tc = TrainConfig(epochs=2, batches_per_epoch=2, clips_per_composer=2, seed=0)
+    threads: list[int] = []
+    loss = train_module.triplet_loss
+    monkeypatch.setattr(
+        train_module, "triplet_loss", lambda *a, **k: threads.append(torch.get_num_threads()) or loss(*a, **k)
+    )
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        train_head(start, data, train_config=tc)
+        assert threads == [1] * 4 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_train_head_on_a_pooled_memo_trains_the_same_last_layer_without_running_the_body_again(
     rng: np.random.Generator, features: FeatureConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

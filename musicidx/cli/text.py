@@ -62,6 +62,8 @@ def render_build(r: Any) -> str:
         + (
             " (each against the other works)"
             if f.encoder and not f.encoder.finetuned and not f.encoder.head
+            else f" (last layer retrained, {f.best_epoch} epochs)"
+            if f.encoder and f.encoder.head
             else f" (best epoch {f.best_epoch})"
         ),
         f"baseline     always answering {f.baseline['composer']} (most tracks) would score accuracy "
