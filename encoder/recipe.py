@@ -86,6 +86,12 @@ class Recipe:
         """Every layer but the last is used as shipped: frozen, or ``head`` (only the last retrained)."""
         return self.encoder is not None and not self.finetune
 
+    @property
+    def training_renderings(self) -> int:
+        """Re-orchestrated renderings per track that training uses (``train.program_variants``);
+        none when the layers that would learn from them are kept as shipped."""
+        return 0 if self.frozen_body else self.train.program_variants
+
     def check_encoder(self) -> None:
         """With ``encoder``: the weights exist, and the model and CQT match the ones they learned."""
         if self.encoder is None:

@@ -11,6 +11,7 @@ the MIDI itself are :mod:`.midi`'s.
 from __future__ import annotations
 
 import ctypes
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ def clip_starts(pm: pretty_midi.PrettyMIDI, cfg: FeatureConfig) -> np.ndarray:
     return np.linspace(first, last - cfg.clip_seconds, max(n, 1))
 
 
+@functools.cache
 def _float_writer(fluidsynth: Any) -> Any:
     """FluidSynth's ``fluid_synth_write_float`` (pyfluidsynth wraps only the 16-bit writer).
 

@@ -102,7 +102,7 @@ def build_index(
             cache_dir=cache_dir,
             workers=workers,
             strict=strict,
-            variants=0 if r.frozen else r.train.program_variants,
+            variants=r.training_renderings,
             progress=progress,
             ray=session,
         )

@@ -98,7 +98,7 @@ def evaluate(
         soundfont=soundfont,
         cache_dir=cache_dir,
         workers=workers,
-        variants=0 if r.frozen else r.train.program_variants,  # the training renderings the recipe asks for
+        variants=r.training_renderings,
         orchestrations=orchestrations,
         progress=progress,
     )
